@@ -1,0 +1,1 @@
+"""Pure IR: frozen dataclasses shared by the translator and the xDS builder."""

@@ -1,0 +1,156 @@
+"""The intermediate representation between Kubernetes resources and Envoy configuration.
+
+Why an IR at all: the translator answers "what does the user mean" (Gateway API semantics, precedence,
+reference checks) and the xDS builder answers "how does Envoy express it". Keeping them apart lets each be
+golden-tested alone and lets Ingress, GRPCRoute and future kinds feed the same builder.
+
+Everything is frozen and made of tuples so that IRs compare by value, hash, and serialise deterministically.
+Names here become xDS resource names: they are derived from identity (namespace/name/port), never from a
+position in a list, so that reordering manifests never renames (and so never drains) anything in Envoy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+PathMatchType = Literal["Exact", "PathPrefix", "RegularExpression"]
+StringMatchType = Literal["Exact", "RegularExpression"]
+UpstreamProtocol = Literal["http1", "h2c"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One Service port as an upstream. Endpoints travel separately (EDS) so they change without CDS."""
+
+    name: str
+    endpoints: tuple[Endpoint, ...] = ()
+    protocol: UpstreamProtocol = "http1"
+
+
+@dataclass(frozen=True)
+class PathMatch:
+    type: PathMatchType
+    value: str
+
+
+@dataclass(frozen=True)
+class StringMatch:
+    name: str
+    value: str
+    type: StringMatchType = "Exact"
+
+
+@dataclass(frozen=True)
+class Match:
+    path: PathMatch = PathMatch("PathPrefix", "/")
+    headers: tuple[StringMatch, ...] = ()
+    query_params: tuple[StringMatch, ...] = ()
+    method: str | None = None
+
+
+@dataclass(frozen=True)
+class HeaderModifier:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WeightedCluster:
+    cluster: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Send to clusters by weight. All weights zero is expressed by the translator as a DirectResponse."""
+
+    clusters: tuple[WeightedCluster, ...]
+
+
+@dataclass(frozen=True)
+class Redirect:
+    status_code: int = 302
+    scheme: str | None = None
+    hostname: str | None = None
+    port: int | None = None
+    full_path: str | None = None
+    prefix_replacement: str | None = None
+
+
+@dataclass(frozen=True)
+class DirectResponse:
+    status: int
+    body: str = ""
+
+
+Action = Forward | Redirect | DirectResponse
+
+
+@dataclass(frozen=True)
+class Route:
+    """One match of one rule. `name` carries the route's identity for logs and access logs."""
+
+    name: str
+    match: Match
+    action: Action
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+
+
+@dataclass(frozen=True)
+class VirtualHost:
+    """Routes for one hostname, already in Gateway API precedence order (Envoy takes the first match)."""
+
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str
+    virtual_hosts: tuple[VirtualHost, ...]
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A TLS certificate chain and key (PEM). `name` is the Secret's namespace/name."""
+
+    name: str
+    cert_chain: str
+    private_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class FilterChain:
+    """A hostname's slice of a socket: SNI names (empty = any), certificates (empty = plaintext), routes."""
+
+    name: str
+    server_names: tuple[str, ...]
+    certificates: tuple[Certificate, ...]
+    route_config: RouteConfig
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One socket. Several Gateway listeners (even of several Gateways) on one address:port share it."""
+
+    name: str
+    address: str
+    port: int
+    protocol: Literal["HTTP", "HTTPS"]
+    filter_chains: tuple[FilterChain, ...]
+
+
+@dataclass(frozen=True)
+class IR:
+    listeners: tuple[Listener, ...] = ()
+    clusters: tuple[Cluster, ...] = ()

@@ -1,0 +1,193 @@
+"""Gateway API v1 kinds (gateway.networking.k8s.io), with the spec's defaults applied.
+
+Defaults matter for correctness: the API server's CRD defaulting fills them in a cluster, and standalone
+manifests must mean the same thing (e.g. a rule without matches matches PathPrefix "/").
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from stackway.resources.base import LabelSelector, Model, ObjectMeta
+
+GROUP = "gateway.networking.k8s.io"
+
+
+class GatewayClassSpec(Model):
+    controller_name: str
+    description: str | None = None
+
+
+class GatewayClass(Model):
+    metadata: ObjectMeta
+    spec: GatewayClassSpec
+
+
+class SecretObjectReference(Model):
+    group: str = ""
+    kind: str = "Secret"
+    name: str
+    namespace: str | None = None
+
+
+class GatewayTLSConfig(Model):
+    mode: Literal["Terminate", "Passthrough"] = "Terminate"
+    certificate_refs: tuple[SecretObjectReference, ...] = ()
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class RouteNamespaces(Model):
+    from_: Literal["All", "Same", "Selector", "None"] = Field(default="Same", alias="from")
+    selector: LabelSelector | None = None
+
+
+class RouteGroupKind(Model):
+    group: str = GROUP
+    kind: str
+
+
+class AllowedRoutes(Model):
+    namespaces: RouteNamespaces = RouteNamespaces()
+    kinds: tuple[RouteGroupKind, ...] = ()
+
+
+class Listener(Model):
+    name: str
+    hostname: str | None = None
+    port: int = Field(ge=1, le=65535)
+    protocol: str
+    tls: GatewayTLSConfig | None = None
+    allowed_routes: AllowedRoutes = AllowedRoutes()
+
+
+class GatewayAddress(Model):
+    type: str = "IPAddress"
+    value: str
+
+
+class GatewaySpec(Model):
+    gateway_class_name: str
+    listeners: tuple[Listener, ...] = Field(min_length=1)
+    addresses: tuple[GatewayAddress, ...] = ()
+
+
+class Gateway(Model):
+    metadata: ObjectMeta
+    spec: GatewaySpec
+
+
+class ParentReference(Model):
+    group: str = GROUP
+    kind: str = "Gateway"
+    namespace: str | None = None
+    name: str
+    section_name: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class HTTPPathMatch(Model):
+    type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
+    value: str = "/"
+
+
+class HTTPHeaderMatch(Model):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    name: str
+    value: str
+
+
+class HTTPQueryParamMatch(Model):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    name: str
+    value: str
+
+
+class HTTPRouteMatch(Model):
+    path: HTTPPathMatch = HTTPPathMatch()
+    headers: tuple[HTTPHeaderMatch, ...] = ()
+    query_params: tuple[HTTPQueryParamMatch, ...] = ()
+    method: str | None = None
+
+
+class HTTPHeader(Model):
+    name: str
+    value: str
+
+
+class HTTPHeaderFilter(Model):
+    set: tuple[HTTPHeader, ...] = ()
+    add: tuple[HTTPHeader, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+class HTTPPathModifier(Model):
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    replace_full_path: str | None = None
+    replace_prefix_match: str | None = None
+
+
+class HTTPRequestRedirectFilter(Model):
+    scheme: Literal["http", "https"] | None = None
+    hostname: str | None = None
+    path: HTTPPathModifier | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    status_code: Literal[301, 302, 303, 307, 308] = 302
+
+
+class HTTPRouteFilter(Model):
+    type: str
+    request_header_modifier: HTTPHeaderFilter | None = None
+    response_header_modifier: HTTPHeaderFilter | None = None
+    request_redirect: HTTPRequestRedirectFilter | None = None
+
+
+class HTTPBackendRef(Model):
+    group: str = ""
+    kind: str = "Service"
+    name: str
+    namespace: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    weight: int = Field(default=1, ge=0, le=1_000_000)
+    filters: tuple[HTTPRouteFilter, ...] = ()
+
+
+class HTTPRouteRule(Model):
+    name: str | None = None
+    matches: tuple[HTTPRouteMatch, ...] = (HTTPRouteMatch(),)
+    filters: tuple[HTTPRouteFilter, ...] = ()
+    backend_refs: tuple[HTTPBackendRef, ...] = ()
+
+
+class HTTPRouteSpec(Model):
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    rules: tuple[HTTPRouteRule, ...] = (HTTPRouteRule(),)
+
+
+class HTTPRoute(Model):
+    metadata: ObjectMeta
+    spec: HTTPRouteSpec = HTTPRouteSpec()
+
+
+class ReferenceGrantFrom(Model):
+    group: str
+    kind: str
+    namespace: str
+
+
+class ReferenceGrantTo(Model):
+    group: str
+    kind: str
+    name: str | None = None
+
+
+class ReferenceGrantSpec(Model):
+    from_: tuple[ReferenceGrantFrom, ...] = Field(alias="from", min_length=1)
+    to: tuple[ReferenceGrantTo, ...] = Field(min_length=1)
+
+
+class ReferenceGrant(Model):
+    metadata: ObjectMeta
+    spec: ReferenceGrantSpec

@@ -1,0 +1,73 @@
+"""backendRefs → clusters: Service port → EndpointSlice port by name → ready endpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stackway.ir import model as ir
+from stackway.resources.core import Service, ServicePort
+from stackway.resources.gatewayapi import GROUP, HTTPBackendRef
+from stackway.translate import conditions as c
+from stackway.translate.context import Context
+from stackway.translate.refs import granted
+
+H2C_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "h2c"})
+
+
+@dataclass(frozen=True)
+class BackendFailure:
+    reason: str
+    message: str
+
+
+def cluster_name(namespace: str, service: str, port: int) -> str:
+    """Identity-derived, so the same Service port is one cluster however many routes use it."""
+    return f"service/{namespace}/{service}/{port}"
+
+
+def resolve_backend(ctx: Context, route_kind: str, route_ns: str, ref: HTTPBackendRef) -> ir.Cluster | BackendFailure:
+    if ref.group != "" or ref.kind != "Service":
+        return BackendFailure(c.R_INVALID_KIND, f"backendRef kind {ref.group or 'core'}/{ref.kind} is not supported")
+    ns = ref.namespace or route_ns
+    if not granted(
+        ctx.resources.reference_grants,
+        from_group=GROUP,
+        from_kind=route_kind,
+        from_namespace=route_ns,
+        to_group="",
+        to_kind="Service",
+        to_namespace=ns,
+        to_name=ref.name,
+    ):
+        return BackendFailure(
+            c.R_REF_NOT_PERMITTED, f"Service {ns}/{ref.name} is in another namespace and no ReferenceGrant allows it"
+        )
+    svc = ctx.resources.services.get((ns, ref.name))
+    if svc is None:
+        return BackendFailure(c.R_BACKEND_NOT_FOUND, f"Service {ns}/{ref.name} not found")
+    if ref.port is None:
+        return BackendFailure(c.R_BACKEND_NOT_FOUND, f"backendRef to Service {ns}/{ref.name} needs a port")
+    port = svc.port(ref.port)
+    if port is None:
+        return BackendFailure(c.R_BACKEND_NOT_FOUND, f"Service {ns}/{ref.name} has no port {ref.port}")
+    return ir.Cluster(
+        name=cluster_name(ns, ref.name, ref.port),
+        endpoints=_endpoints(ctx, ns, svc, port),
+        protocol="h2c" if port.app_protocol in H2C_APP_PROTOCOLS else "http1",
+    )
+
+
+def _endpoints(ctx: Context, ns: str, svc: Service, port: ServicePort) -> tuple[ir.Endpoint, ...]:
+    """Ready endpoints on the EndpointSlice port whose name equals the Service port's name."""
+    found: set[ir.Endpoint] = set()
+    for eps in ctx.resources.endpoint_slices.get((ns, svc.metadata.name), ()):
+        if eps.address_type == "FQDN":
+            continue
+        numbers = [p.port for p in eps.ports if p.name == port.name and p.port is not None]
+        if not numbers:
+            continue
+        for endpoint in eps.endpoints:
+            if endpoint.is_ready:
+                for address in endpoint.addresses:
+                    found.update(ir.Endpoint(address, n) for n in numbers)
+    return tuple(sorted(found, key=lambda e: (e.address, e.port)))

@@ -1,0 +1,288 @@
+"""GatewayClasses and Gateways: which are ours, which listeners are valid, and which sockets they need."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from stackway.ir import model as ir
+from stackway.resources.gatewayapi import GROUP, Gateway, Listener, RouteGroupKind
+from stackway.resources.raw import ObjectKey
+from stackway.translate import conditions as c
+from stackway.translate.certs import certificate_problem
+from stackway.translate.context import Context
+from stackway.translate.refs import granted
+
+SUPPORTED_PROTOCOLS = ("HTTP", "HTTPS")
+ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {"HTTP": ("HTTPRoute",), "HTTPS": ("HTTPRoute",)}
+
+
+@dataclass
+class ListenerView:
+    """A Gateway listener with everything later steps need, and the facts its status is made of."""
+
+    gateway: GatewayView
+    spec: Listener
+    supported_kinds: list[RouteGroupKind] = field(default_factory=list)
+    certificates: tuple[ir.Certificate, ...] = ()
+    accepted: tuple[bool, str, str] = (True, c.R_ACCEPTED, "Listener is accepted")
+    resolved: tuple[bool, str, str] = (True, c.R_RESOLVED_REFS, "All references are resolved")
+    conflicted: tuple[bool, str, str] = (False, c.R_NO_CONFLICTS, "No conflicts")
+    attached_routes: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def serving(self) -> bool:
+        """Only listeners that are accepted, resolved and conflict-free get programmed into Envoy."""
+        return self.accepted[0] and self.resolved[0] and not self.conflicted[0]
+
+
+@dataclass
+class GatewayView:
+    key: ObjectKey
+    gateway: Gateway
+    addresses: tuple[str, ...]
+    address_problem: str | None = None
+    listeners: list[ListenerView] = field(default_factory=list)
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+
+def gateway_classes(ctx: Context) -> set[str]:
+    """Names of the GatewayClasses this controller owns; writes their status."""
+    ours: set[str] = set()
+    for name, gwc in ctx.resources.gateway_classes.items():
+        if gwc.spec.controller_name != ctx.options.controller_name:
+            continue
+        ours.add(name)
+        key = ObjectKey(GROUP, "GatewayClass", "", name)
+        gen = gwc.metadata.generation
+        ctx.statuses[key] = {
+            "conditions": [
+                c.condition(
+                    c.ACCEPTED, True, c.R_ACCEPTED, "GatewayClass is accepted by stackway", gen, ctx.options.now
+                )
+            ]
+        }
+    return ours
+
+
+def gateways(ctx: Context, our_classes: set[str]) -> list[GatewayView]:
+    views: list[GatewayView] = []
+    ordered = sorted(
+        ctx.resources.gateways.items(),
+        key=lambda item: (item[1].metadata.creation_timestamp, item[0]),
+    )
+    for (ns, name), gw in ordered:
+        cls = gw.spec.gateway_class_name
+        if cls not in our_classes and not (ctx.options.accept_any_class and cls not in ctx.resources.gateway_classes):
+            continue
+        view = GatewayView(ObjectKey(GROUP, "Gateway", ns, name), gw, ())
+        _resolve_addresses(ctx, view)
+        for index, spec in enumerate(gw.spec.listeners):
+            lv = ListenerView(view, spec)
+            _validate_listener(ctx, lv, index)
+            view.listeners.append(lv)
+        _detect_conflicts_within(ctx, view)
+        views.append(view)
+    _detect_socket_conflicts(ctx, views)
+    return views
+
+
+def _resolve_addresses(ctx: Context, view: GatewayView) -> None:
+    addrs: list[str] = []
+    for index, addr in enumerate(view.gateway.spec.addresses):
+        fld = f"spec.addresses[{index}]"
+        if addr.type != "IPAddress":
+            view.address_problem = f"{fld}.type {addr.type!r} is not supported; use IPAddress"
+        else:
+            try:
+                addrs.append(str(ipaddress.ip_address(addr.value)))
+            except ValueError:
+                view.address_problem = f"{fld}.value {addr.value!r} is not an IP address"
+        if view.address_problem:
+            ctx.problem(view.key, fld, view.address_problem)
+            break
+    view.addresses = tuple(addrs) or (ctx.options.default_address,)
+
+
+def _validate_listener(ctx: Context, lv: ListenerView, index: int) -> None:
+    spec = lv.spec
+    fld = f"spec.listeners[{index}]"
+    if spec.protocol not in SUPPORTED_PROTOCOLS:
+        lv.accepted = (False, c.R_UNSUPPORTED_PROTOCOL, f"Protocol {spec.protocol} is not supported")
+        ctx.problem(lv.gateway.key, f"{fld}.protocol", f"{spec.protocol!r} is not supported (HTTP, HTTPS)")
+        return
+    _resolve_route_kinds(ctx, lv, fld)
+    if spec.protocol == "HTTPS":
+        _resolve_certificates(ctx, lv, fld)
+
+
+def _resolve_route_kinds(ctx: Context, lv: ListenerView, fld: str) -> None:
+    allowed = ROUTE_KINDS_BY_PROTOCOL[lv.spec.protocol]
+    wanted = lv.spec.allowed_routes.kinds
+    if not wanted:
+        lv.supported_kinds = [RouteGroupKind(group=GROUP, kind=kind) for kind in allowed]
+        return
+    bad = [k for k in wanted if not (k.group == GROUP and k.kind in allowed)]
+    lv.supported_kinds = [k for k in wanted if k not in bad]
+    if bad:
+        names = ", ".join(f"{k.group}/{k.kind}" for k in bad)
+        lv.resolved = (False, c.R_INVALID_ROUTE_KINDS, f"Route kinds not supported on {lv.spec.protocol}: {names}")
+        ctx.problem(lv.gateway.key, f"{fld}.allowedRoutes.kinds", lv.resolved[2])
+
+
+def _resolve_certificates(ctx: Context, lv: ListenerView, fld: str) -> None:
+    tls = lv.spec.tls
+    if tls is None or not tls.certificate_refs:
+        lv.resolved = (False, c.R_INVALID_CERTIFICATE_REF, "HTTPS listener needs tls.certificateRefs")
+        ctx.problem(lv.gateway.key, f"{fld}.tls.certificateRefs", lv.resolved[2])
+        return
+    if tls.mode != "Terminate":
+        lv.accepted = (False, c.R_UNSUPPORTED_PROTOCOL, "HTTPS listeners terminate TLS; Passthrough needs TLS")
+        ctx.problem(lv.gateway.key, f"{fld}.tls.mode", lv.accepted[2])
+        return
+    certs: list[ir.Certificate] = []
+    for index, ref in enumerate(tls.certificate_refs):
+        rfld = f"{fld}.tls.certificateRefs[{index}]"
+        ns = ref.namespace or lv.gateway.namespace
+        failure: tuple[str, str] | None = None
+        if ref.group != "" or ref.kind != "Secret":
+            failure = (c.R_INVALID_CERTIFICATE_REF, f"{ref.group}/{ref.kind} is not a supported certificate kind")
+        elif not granted(
+            ctx.resources.reference_grants,
+            from_group=GROUP,
+            from_kind="Gateway",
+            from_namespace=lv.gateway.namespace,
+            to_group="",
+            to_kind="Secret",
+            to_namespace=ns,
+            to_name=ref.name,
+        ):
+            failure = (
+                c.R_REF_NOT_PERMITTED,
+                f"Secret {ns}/{ref.name} is in another namespace and no ReferenceGrant allows it",
+            )
+        else:
+            secret = ctx.resources.secrets.get((ns, ref.name))
+            why = f"Secret {ns}/{ref.name} does not exist" if secret is None else certificate_problem(secret)
+            if why is not None:
+                failure = (c.R_INVALID_CERTIFICATE_REF, f"Secret {ns}/{ref.name}: {why}")
+            elif secret is not None:
+                crt, key = secret.value("tls.crt"), secret.value("tls.key")
+                assert crt is not None
+                assert key is not None
+                certs.append(ir.Certificate(f"{ns}/{ref.name}", crt.decode(), key.decode()))
+        if failure is not None:
+            lv.resolved = (False, *failure)
+            ctx.problem(lv.gateway.key, rfld, failure[1])
+    lv.certificates = tuple(certs)
+
+
+def _detect_conflicts_within(ctx: Context, view: GatewayView) -> None:
+    by_port: dict[int, list[ListenerView]] = defaultdict(list)
+    for lv in view.listeners:
+        if lv.accepted[0]:
+            by_port[lv.spec.port].append(lv)
+    for port, group in by_port.items():
+        protocols = {lv.spec.protocol for lv in group}
+        if len(protocols) > 1:
+            for lv in group:
+                lv.conflicted = (True, c.R_PROTOCOL_CONFLICT, f"Listeners on port {port} use different protocols")
+            ctx.problem(view.key, "spec.listeners", f"port {port}: protocols {sorted(protocols)} conflict")
+            continue
+        seen: dict[str | None, list[ListenerView]] = defaultdict(list)
+        for lv in group:
+            seen[lv.spec.hostname].append(lv)
+        for hostname, same in seen.items():
+            if len(same) > 1:
+                for lv in same:
+                    lv.conflicted = (
+                        True,
+                        c.R_HOSTNAME_CONFLICT,
+                        f"Listeners on port {port} share hostname {hostname or '(none)'}",
+                    )
+                ctx.problem(
+                    view.key,
+                    "spec.listeners",
+                    f"port {port}: listeners {[lv.name for lv in same]} share hostname {hostname!r}",
+                )
+
+
+def _detect_socket_conflicts(ctx: Context, views: list[GatewayView]) -> None:
+    """Gateways share sockets; the oldest Gateway decides a socket's protocol, later ones yield."""
+    owner: dict[tuple[str, int], tuple[str, ObjectKey]] = {}
+    for view in views:
+        for lv in view.listeners:
+            if not lv.serving:
+                continue
+            for address in view.addresses:
+                sock = (address, lv.spec.port)
+                first = owner.setdefault(sock, (lv.spec.protocol, view.key))
+                if first[0] != lv.spec.protocol:
+                    msg = (
+                        f"{address}:{lv.spec.port} already serves {first[0]} for {first[1]}; "
+                        f"cannot also serve {lv.spec.protocol}"
+                    )
+                    lv.accepted = (False, c.R_PORT_UNAVAILABLE, msg)
+                    ctx.problem(view.key, f"listener {lv.name}", msg)
+
+
+def gateway_status(ctx: Context, view: GatewayView) -> dict[str, Any]:
+    gen, now = view.gateway.metadata.generation, ctx.options.now
+    listeners: list[dict[str, Any]] = []
+    for lv in view.listeners:
+        listeners.append(
+            {
+                "name": lv.name,
+                "supportedKinds": [{"group": k.group, "kind": k.kind} for k in lv.supported_kinds],
+                "attachedRoutes": lv.attached_routes,
+                "conditions": [
+                    c.condition(c.ACCEPTED, lv.accepted[0], lv.accepted[1], lv.accepted[2], gen, now),
+                    c.condition(c.RESOLVED_REFS, lv.resolved[0], lv.resolved[1], lv.resolved[2], gen, now),
+                    c.condition(c.CONFLICTED, lv.conflicted[0], lv.conflicted[1], lv.conflicted[2], gen, now),
+                    c.condition(
+                        c.PROGRAMMED,
+                        lv.serving,
+                        c.R_PROGRAMMED if lv.serving else c.R_INVALID,
+                        "Listener is programmed" if lv.serving else "Listener is not programmed",
+                        gen,
+                        now,
+                    ),
+                ],
+            }
+        )
+    valid = [lv for lv in view.listeners if lv.serving]
+    if view.address_problem:
+        accepted = c.condition(c.ACCEPTED, False, c.R_UNSUPPORTED_ADDRESS, view.address_problem, gen, now)
+        programmed = c.condition(c.PROGRAMMED, False, c.R_INVALID, view.address_problem, gen, now)
+    else:
+        all_ok = len(valid) == len(view.listeners)
+        accepted = c.condition(
+            c.ACCEPTED,
+            True,
+            c.R_ACCEPTED if all_ok else c.R_LISTENERS_NOT_VALID,
+            "Gateway is accepted" if all_ok else "Some listeners are not valid",
+            gen,
+            now,
+        )
+        programmed = c.condition(
+            c.PROGRAMMED,
+            bool(valid),
+            c.R_PROGRAMMED if valid else c.R_INVALID,
+            "Gateway is programmed" if valid else "No listener is valid",
+            gen,
+            now,
+        )
+    return {
+        "addresses": [{"type": "IPAddress", "value": a} for a in view.addresses],
+        "conditions": [accepted, programmed],
+        "listeners": listeners,
+    }

@@ -1,0 +1,149 @@
+"""Gateway API resources → IR + statuses. Pure: no clock, no I/O; user mistakes become conditions."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stackway.ir import model as ir
+from stackway.resources.gatewayapi import GROUP
+from stackway.translate import conditions as c
+from stackway.translate.context import Context
+from stackway.translate.gatewayapi.gateways import GatewayView, gateway_classes, gateway_status, gateways
+from stackway.translate.gatewayapi.httproutes import Placed, RouteTranslator
+
+
+@dataclass
+class _Chain:
+    server_names: tuple[str, ...]
+    certificates: tuple[ir.Certificate, ...]
+    vhosts: dict[str, list[Placed]] = field(default_factory=lambda: defaultdict(list))
+
+
+@dataclass
+class _Socket:
+    address: str
+    port: int
+    protocol: str
+    chains: dict[str, _Chain] = field(default_factory=dict)
+
+
+def translate_gateway_api(ctx: Context) -> ir.IR:
+    ours = gateway_classes(ctx)
+    views = gateways(ctx, ours)
+    routes = RouteTranslator(ctx, views)
+    routes.translate_all()
+    for view in views:
+        ctx.statuses[view.key] = gateway_status(ctx, view)
+    _status_for_invalid(ctx, ours, views)
+    listeners = _assemble(views, routes.placed)
+    used = {
+        wc.cluster
+        for lst in listeners
+        for fc in lst.filter_chains
+        for vh in fc.route_config.virtual_hosts
+        for rt in vh.routes
+        if isinstance(rt.action, ir.Forward)
+        for wc in rt.action.clusters
+    }
+    clusters = tuple(routes.clusters[name] for name in sorted(used))
+    return ir.IR(listeners=listeners, clusters=clusters)
+
+
+def _chain_key(protocol: str, hostname: str | None) -> str:
+    return "*" if protocol == "HTTP" or hostname is None else hostname
+
+
+def _assemble(views: list[GatewayView], placed: list[Placed]) -> tuple[ir.Listener, ...]:
+    sockets: dict[tuple[str, int], _Socket] = {}
+    for view in views:
+        if view.address_problem:
+            continue
+        for lv in view.listeners:
+            if not lv.serving:
+                continue
+            for address in view.addresses:
+                sock = sockets.setdefault((address, lv.spec.port), _Socket(address, lv.spec.port, lv.spec.protocol))
+                key = _chain_key(sock.protocol, lv.spec.hostname)
+                if key not in sock.chains:
+                    names = (lv.spec.hostname,) if sock.protocol == "HTTPS" and lv.spec.hostname else ()
+                    sock.chains[key] = _Chain(names, lv.certificates)
+    for p in placed:
+        view = p.listener.gateway
+        if view.address_problem:
+            continue
+        for address in view.addresses:
+            sock = sockets[(address, p.listener.spec.port)]
+            sock.chains[_chain_key(sock.protocol, p.listener.spec.hostname)].vhosts[p.hostname].append(p)
+    return tuple(_listener(sock) for _, sock in sorted(sockets.items()))
+
+
+def _listener(sock: _Socket) -> ir.Listener:
+    base = f"{sock.address}/{sock.port}"
+    chains: list[ir.FilterChain] = []
+    for key, chain in sorted(sock.chains.items()):
+        rc_name = f"route/{base}" if sock.protocol == "HTTP" else f"route/{base}/{key}"
+        vhosts: list[ir.VirtualHost] = []
+        for hostname, entries in sorted(chain.vhosts.items()):
+            seen: set[str] = set()
+            routes: list[ir.Route] = []
+            for entry in sorted(entries, key=lambda e: e.order):
+                if entry.route.name not in seen:
+                    seen.add(entry.route.name)
+                    routes.append(entry.route)
+            vhosts.append(ir.VirtualHost(name=hostname, domains=(hostname,), routes=tuple(routes)))
+        chains.append(
+            ir.FilterChain(
+                name=key,
+                server_names=chain.server_names,
+                certificates=chain.certificates,
+                route_config=ir.RouteConfig(rc_name, tuple(vhosts)),
+            )
+        )
+    return ir.Listener(
+        name=f"listener/{base}",
+        address=sock.address,
+        port=sock.port,
+        protocol="HTTPS" if sock.protocol == "HTTPS" else "HTTP",
+        filter_chains=tuple(chains),
+    )
+
+
+def _status_for_invalid(ctx: Context, ours: set[str], views: list[GatewayView]) -> None:
+    """Objects that never validated still get a condition, so `kubectl get`-style views show why."""
+    our_gateways = {(v.key.namespace, v.key.name) for v in views}
+    now = ctx.options.now
+    for key, bad in ctx.resources.invalid.items():
+        message = "; ".join(f"{f}: {m}" if f else m for f, m in bad.problems)
+        spec: Mapping[str, Any] = bad.raw.body.get("spec") or {}
+        if key.group == GROUP and key.kind == "Gateway" and spec.get("gatewayClassName") in ours:
+            ctx.statuses[key] = {
+                "conditions": [
+                    c.condition(c.ACCEPTED, False, c.R_INVALID, message, bad.generation, now),
+                    c.condition(c.PROGRAMMED, False, c.R_INVALID, message, bad.generation, now),
+                ]
+            }
+        elif key.group == GROUP and key.kind == "HTTPRoute":
+            parents = []
+            for ref in spec.get("parentRefs") or []:
+                if not isinstance(ref, Mapping):
+                    continue
+                ns = ref.get("namespace") or key.namespace
+                if (ns, ref.get("name")) in our_gateways:
+                    parents.append(
+                        {
+                            "parentRef": {
+                                k: v
+                                for k, v in ref.items()
+                                if k in ("group", "kind", "namespace", "name", "sectionName", "port")
+                            },
+                            "controllerName": ctx.options.controller_name,
+                            "conditions": [
+                                c.condition(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, message, bad.generation, now)
+                            ],
+                        }
+                    )
+            if parents:
+                ctx.statuses[key] = {"parents": parents}
