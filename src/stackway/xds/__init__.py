@@ -1,0 +1,1 @@
+"""Pure xDS builders: IR → Envoy protobufs, validated and deterministic."""

@@ -1,0 +1,96 @@
+"""IR listeners → Envoy Listener: one per socket, one filter chain per hostname (SNI) on HTTPS.
+
+Routes live in RDS, so a route edit never touches a Listener: Envoy then drains nothing. Filter chains
+carry stable names so that adding a hostname only drains connections of the chain that changed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf.message import Message
+
+from stackway.ir import model as ir
+
+
+def _pack(msg: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(msg)
+    return packed
+
+
+def stat_prefix(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def _http_connection_manager(chain: ir.FilterChain, listener: ir.Listener) -> hcm.HttpConnectionManager:
+    return hcm.HttpConnectionManager(
+        stat_prefix=stat_prefix(f"{listener.name}_{chain.name}"),
+        codec_type=hcm.HttpConnectionManager.AUTO,
+        rds=hcm.Rds(
+            config_source=config_source_pb2.ConfigSource(
+                ads=config_source_pb2.AggregatedConfigSource(), resource_api_version="V3"
+            ),
+            route_config_name=chain.route_config.name,
+        ),
+        http_filters=[hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))],
+        # Host headers carry ports ("example.com:8080"); Gateway API hostnames never do.
+        strip_any_host_port=True,
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        merge_slashes=True,
+    )
+
+
+def _tls_socket(chain: ir.FilterChain) -> base_pb2.TransportSocket:
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=common_pb2.CommonTlsContext(
+            tls_certificates=[
+                common_pb2.TlsCertificate(
+                    certificate_chain=base_pb2.DataSource(inline_string=cert.cert_chain),
+                    private_key=base_pb2.DataSource(inline_string=cert.private_key),
+                )
+                for cert in chain.certificates
+            ],
+            alpn_protocols=["h2", "http/1.1"],
+        )
+    )
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
+
+
+def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
+    out = listener_pb2.Listener(
+        name=listener.name,
+        address=address_pb2.Address(
+            socket_address=address_pb2.SocketAddress(address=listener.address, port_value=listener.port)
+        ),
+        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=32768),
+    )
+    if listener.protocol == "HTTPS":
+        out.listener_filters.append(
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.tls_inspector", typed_config=_pack(tls_inspector_pb2.TlsInspector())
+            )
+        )
+    for chain in listener.filter_chains:
+        fc = listener_components_pb2.FilterChain(
+            name=chain.name,
+            filters=[
+                listener_components_pb2.Filter(
+                    name="envoy.filters.network.http_connection_manager",
+                    typed_config=_pack(_http_connection_manager(chain, listener)),
+                )
+            ],
+        )
+        if chain.server_names:
+            fc.filter_chain_match.server_names.extend(chain.server_names)
+        if chain.certificates:
+            fc.transport_socket.CopyFrom(_tls_socket(chain))
+        out.filter_chains.append(fc)
+    return out

@@ -1,0 +1,60 @@
+"""Checks on the IR before it becomes a snapshot: what Envoy would NACK, caught with a clear message.
+
+Envoy validates with protoc-gen-validate rules and RE2; a NACK there would reject the whole resource
+(for a listener: every route on that socket). Regexes are checked with RE2 itself, the engine Envoy uses.
+"""
+
+from __future__ import annotations
+
+import re2  # type: ignore[import-not-found,unused-ignore]
+
+from stackway.ir import model as ir
+
+
+class InvalidConfig(ValueError):
+    """A system error: the translator produced something Envoy cannot take. Never caused by user input alone."""
+
+
+def regex_problem(pattern: str) -> str | None:
+    try:
+        re2.compile(pattern)
+    except re2.error as exc:
+        return str(exc)
+    return None
+
+
+def validate_ir(config: ir.IR) -> None:
+    clusters = {c.name for c in config.clusters}
+    problems: list[str] = []
+    names: set[str] = set()
+    for listener in config.listeners:
+        if listener.name in names:
+            problems.append(f"duplicate listener name {listener.name}")
+        names.add(listener.name)
+        if not 0 < listener.port < 65536:
+            problems.append(f"{listener.name}: port {listener.port} out of range")
+        if listener.protocol == "HTTPS" and any(not fc.certificates for fc in listener.filter_chains):
+            problems.append(f"{listener.name}: HTTPS filter chain without certificate")
+        for fc in listener.filter_chains:
+            for vh in fc.route_config.virtual_hosts:
+                for route in vh.routes:
+                    problems.extend(f"{route.name}: {p}" for p in _route_problems(route, clusters))
+    if problems:
+        raise InvalidConfig("; ".join(problems))
+
+
+def _route_problems(route: ir.Route, clusters: set[str]) -> list[str]:
+    out: list[str] = []
+    patterns = [m.value for m in (*route.match.headers, *route.match.query_params) if m.type == "RegularExpression"]
+    if route.match.path.type == "RegularExpression":
+        patterns.append(route.match.path.value)
+    for pattern in patterns:
+        why = regex_problem(pattern)
+        if why:
+            out.append(f"invalid regular expression {pattern!r}: {why}")
+    if isinstance(route.action, ir.Forward):
+        if not route.action.clusters:
+            out.append("forward without clusters")
+        out.extend(f"unknown cluster {wc.cluster}" for wc in route.action.clusters if wc.cluster not in clusters)
+        out.extend(f"weight {wc.weight} of {wc.cluster}" for wc in route.action.clusters if wc.weight <= 0)
+    return out
