@@ -172,7 +172,7 @@ def _resolve_certificates(ctx: Context, lv: ListenerView, fld: str) -> None:
             )
         else:
             secret = ctx.resources.secrets.get((ns, ref.name))
-            why = f"Secret {ns}/{ref.name} does not exist" if secret is None else certificate_problem(secret)
+            why = "does not exist" if secret is None else certificate_problem(secret)
             if why is not None:
                 failure = (c.R_INVALID_CERTIFICATE_REF, f"Secret {ns}/{ref.name}: {why}")
             elif secret is not None:

@@ -1,0 +1,182 @@
+"""The control loop's heart: provider state → store → translate → xDS snapshot, keeping the last good one.
+
+Providers call `update()` with every object they know; the result is published to the snapshot cache
+only when it builds. A translation bug (a system error) keeps the previous snapshot serving and is
+reported; user mistakes are already conditions by then and never stop a publish.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from stackway.observability import metrics
+from stackway.resources.raw import ObjectKey, RawObject
+from stackway.resources.store import Resources, ResourceStore, StoreProblem
+from stackway.translate import Options, Problem, translate
+from stackway.xds.build import build_snapshot
+from stackway.xds.snapshot import Snapshot
+from stackway.xds.validate import InvalidConfig
+
+log = structlog.get_logger("stackway.controlplane")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def keep_transition_times(old: Mapping[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """A condition's lastTransitionTime changes only when its status does (Kubernetes convention)."""
+    if not old:
+        return new
+
+    def walk(o: Any, n: Any) -> None:
+        if isinstance(n, dict):
+            if "lastTransitionTime" in n and isinstance(o, dict) and o.get("status") == n.get("status"):
+                n["lastTransitionTime"] = o.get("lastTransitionTime", n["lastTransitionTime"])
+            for k, v in n.items():
+                walk(o.get(k) if isinstance(o, dict) else None, v)
+        elif isinstance(n, list) and isinstance(o, list):
+            index = {_identity(x): x for x in o}
+            for item in n:
+                walk(index.get(_identity(item)), item)
+
+    walk(old, new)
+    return new
+
+
+def _identity(item: Any) -> Any:
+    if isinstance(item, dict):
+        for k in ("type", "name"):
+            if k in item:
+                return (k, item[k])
+        if "parentRef" in item:
+            return ("parentRef", tuple(sorted(item["parentRef"].items())))
+    return id(item)
+
+
+@dataclass
+class PublishResult:
+    snapshot: Snapshot | None
+    changed: bool
+    error: str | None = None
+
+
+@dataclass
+class ControlPlane:
+    options: Options = field(default_factory=Options)
+    store: ResourceStore = field(default_factory=ResourceStore)
+    resources: Resources = field(default_factory=Resources)
+    snapshot: Snapshot = field(default_factory=Snapshot.empty)
+    statuses: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
+    generations: dict[ObjectKey, int] = field(default_factory=dict)
+    store_problems: list[StoreProblem] = field(default_factory=list)
+    translate_problems: tuple[Problem, ...] = ()
+    system_error: str | None = None
+
+    def update(self, objects: Mapping[ObjectKey, RawObject]) -> PublishResult:
+        started = time.perf_counter()
+        resources, self.store_problems = self.store.update(objects)
+        self.resources = resources
+        options = Options(
+            controller_name=self.options.controller_name,
+            default_address=self.options.default_address,
+            accept_any_class=self.options.accept_any_class,
+            now=utc_now(),
+        )
+        result = translate(resources, options)
+        self.statuses = {k: keep_transition_times(self.statuses.get(k), v) for k, v in result.statuses.items()}
+        self.generations = {k: _generation(objects[k]) for k in self.statuses if k in objects}
+        self.translate_problems = result.problems
+        self._count(objects)
+        try:
+            snapshot = build_snapshot(result.ir)
+        except InvalidConfig as exc:
+            # A bug of ours, not the user's: keep serving the last good snapshot and say so loudly.
+            self.system_error = str(exc)
+            metrics.TRANSLATIONS.labels("error").inc()
+            log.error("snapshot rejected before publish; last good config keeps serving", error=str(exc))
+            return PublishResult(None, False, str(exc))
+        self.system_error = None
+        changed = snapshot.version != self.snapshot.version
+        self.snapshot = snapshot
+        metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - started)
+        metrics.TRANSLATIONS.labels("ok").inc()
+        return PublishResult(snapshot, changed)
+
+    def _count(self, objects: Mapping[ObjectKey, RawObject]) -> None:
+        kinds = Counter(k.kind for k in objects)
+        for kind, n in kinds.items():
+            metrics.OBJECTS.labels(kind).set(n)
+        problems: list[StoreProblem | Problem] = [*self.store_problems, *self.translate_problems]
+        for severity in ("error", "warning"):
+            metrics.PROBLEMS.labels(severity).set(sum(1 for p in problems if p.severity == severity))
+
+    def status_document(self) -> list[dict[str, Any]]:
+        """Objects with their status, exactly as they would be written to Kubernetes."""
+        out = []
+        for key, status in sorted(self.statuses.items()):
+            out.append(
+                {
+                    "apiVersion": f"{key.group}/v1" if key.group else "v1",
+                    "kind": key.kind,
+                    "metadata": {
+                        "name": key.name,
+                        **({"namespace": key.namespace} if key.namespace else {}),
+                        "generation": self.generations.get(key, 1),
+                    },
+                    "status": status,
+                }
+            )
+        return out
+
+    def problem_document(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for sp in self.store_problems:
+            out.append(
+                {
+                    "object": str(sp.key),
+                    "file": sp.source.file if sp.source else None,
+                    "line": sp.source.line if sp.source else None,
+                    "field": sp.field,
+                    "message": sp.message,
+                    "severity": sp.severity,
+                }
+            )
+        sources = self.resources.sources
+        for tp in self.translate_problems:
+            src = sources.get(tp.key)
+            out.append(
+                {
+                    "object": str(tp.key),
+                    "file": src.file if src else None,
+                    "line": src.line if src else None,
+                    "field": tp.field,
+                    "message": tp.message,
+                    "severity": tp.severity,
+                }
+            )
+        if self.system_error:
+            out.append(
+                {
+                    "object": None,
+                    "file": None,
+                    "line": None,
+                    "field": None,
+                    "severity": "error",
+                    "message": f"internal: snapshot not published: {self.system_error}",
+                }
+            )
+        return out
+
+
+def _generation(raw: RawObject) -> int:
+    meta = raw.body.get("metadata")
+    gen = meta.get("generation") if isinstance(meta, Mapping) else None
+    return gen if isinstance(gen, int) else 1
