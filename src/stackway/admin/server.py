@@ -1,0 +1,50 @@
+"""Admin HTTP API (DESIGN 2.3): health, readiness, statuses, xDS state and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stackway.controlplane import ControlPlane
+
+
+class XdsState(Protocol):
+    def status(self) -> dict[str, Any]: ...
+    def ready(self) -> bool: ...
+
+
+def make_app(control: ControlPlane, xds: XdsState) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        version = control.snapshot.version
+        if xds.ready():
+            return web.Response(text=f"ready: every connected Envoy has ACKed {version}\n")
+        return web.Response(status=503, text=f"not ready: waiting for Envoy to ACK {version}\n")
+
+    async def api_status(_: web.Request) -> web.Response:
+        return web.json_response({"objects": control.status_document(), "problems": control.problem_document()})
+
+    async def api_config(_: web.Request) -> web.Response:
+        return web.json_response({"version": control.snapshot.version, **xds.status()})
+
+    async def prom(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/status", api_status)
+    app.router.add_get("/api/config", api_config)
+    app.router.add_get("/metrics", prom)
+    return app
+
+
+async def start_admin(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

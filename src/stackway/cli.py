@@ -1,0 +1,176 @@
+"""The `stackway` command line.
+
+Every command that reads manifests shares one loading path with `up`, so `validate` reports exactly what
+a running gateway would do with the same directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from google.protobuf import json_format
+from rich.console import Console
+
+from stackway.controlplane import ControlPlane
+from stackway.translate import Options
+
+app = typer.Typer(
+    help=(
+        "stackway: a Kubernetes gateway (Gateway API) with a Python control plane and an Envoy data plane.\n\n"
+        "Start with `stackway demo`, then serve your own manifests with `stackway up DIR`."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+DirArg = Annotated[
+    Path,
+    typer.Argument(
+        exists=True, file_okay=False, dir_okay=True, readable=True, help="Directory of Kubernetes manifests."
+    ),
+]
+AcceptAnyClass = Annotated[
+    bool,
+    typer.Option(
+        "--accept-any-class", help="Also serve Gateways whose GatewayClass is missing (default: only stackway's)."
+    ),
+]
+
+
+def _hostport(value: str, option: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint=option)
+    return host.strip("[]"), int(port)
+
+
+def _load(directory: Path, accept_any_class: bool, address: str = "0.0.0.0") -> tuple[ControlPlane, list[str]]:
+    from stackway.providers.files import load_directory
+
+    loaded = load_directory(directory)
+    control = ControlPlane(options=Options(default_address=address, accept_any_class=accept_any_class))
+    control.update(loaded.objects)
+    file_errors = [str(p) for p in loaded.problems]
+    return control, file_errors
+
+
+@app.command()
+def validate(directory: DirArg, accept_any_class: AcceptAnyClass = False) -> None:
+    """Check manifests offline: print every problem with file, object and field; exit 1 on errors.
+
+    Runs the same parser and translator as `stackway up`, so what passes here is what would be served.
+    """
+    control, file_errors = _load(directory, accept_any_class)
+    problems = control.problem_document()
+    errors = len(file_errors) + sum(1 for p in problems if p["severity"] == "error")
+    out = Console()
+    for line in file_errors:
+        out.print(f"[red]error[/red]   {line}", highlight=False)
+    for p in problems:
+        where = f"{p['file']}:{p['line']}: " if p["file"] else ""
+        fld = f"{p['field']}: " if p["field"] else ""
+        color = "red" if p["severity"] == "error" else "yellow"
+        out.print(f"[{color}]{p['severity']:<7}[/{color}] {where}{p['object']}: {fld}{p['message']}", highlight=False)
+    objects = len(control.resources.sources)
+    if errors:
+        out.print(f"[red]{errors} error(s)[/red] in {objects} object(s)")
+        raise typer.Exit(1)
+    out.print(f"[green]ok[/green]: {objects} object(s), no errors")
+
+
+@app.command()
+def translate(
+    directory: DirArg,
+    accept_any_class: AcceptAnyClass = False,
+    output: Annotated[str, typer.Option("--output", "-o", help="yaml or json.")] = "yaml",
+    address: Annotated[str, typer.Option(help="IP the Gateway listeners bind.")] = "0.0.0.0",
+) -> None:
+    """Print the xDS resources (listeners, routes, clusters, endpoints) stackway would serve for DIR."""
+    control, _ = _load(directory, accept_any_class, address)
+    if control.system_error:
+        err.print(f"[red]error:[/red] {control.system_error}")
+        raise typer.Exit(1)
+    doc = {
+        "version": control.snapshot.version,
+        "resources": {
+            type_url.rsplit(".", 1)[-1]: [
+                json_format.MessageToDict(msg, preserving_proto_field_name=True) for _, msg in sorted(by_name.items())
+            ]
+            for type_url, by_name in sorted(control.snapshot.resources.items())
+        },
+    }
+    if output == "json":
+        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=True))
+
+
+@app.command()
+def up(
+    directory: DirArg,
+    address: Annotated[
+        str, typer.Option(help="IP the Gateway listeners bind (Gateways with spec.addresses bind those).")
+    ] = "0.0.0.0",
+    admin: Annotated[
+        str, typer.Option(help="HOST:PORT of the admin API (/healthz /readyz /api/status /api/config /metrics).")
+    ] = "127.0.0.1:9900",
+    xds: Annotated[
+        str, typer.Option(help="HOST:PORT of the xDS (ADS gRPC) server Envoy connects to.")
+    ] = "127.0.0.1:18000",
+    envoy_admin: Annotated[str, typer.Option(help="HOST:PORT of Envoy's own admin interface.")] = "127.0.0.1:19000",
+    accept_any_class: AcceptAnyClass = False,
+    delta: Annotated[
+        bool, typer.Option("--delta/--sotw", help="xDS variant Envoy uses: incremental or state-of-the-world.")
+    ] = True,
+    concurrency: Annotated[int, typer.Option(help="Envoy worker threads.")] = 1,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve the manifests in DIR through a bundled Envoy, following every file change without restart.
+
+    Ctrl-C drains Envoy and stops everything this command started.
+    """
+    from stackway.standalone import StandaloneConfig, run_standalone
+
+    config = StandaloneConfig(
+        directory=directory,
+        address=address,
+        admin=_hostport(admin, "--admin"),
+        xds=_hostport(xds, "--xds"),
+        envoy_admin=_hostport(envoy_admin, "--envoy-admin"),
+        accept_any_class=accept_any_class,
+        delta=delta,
+        concurrency=concurrency,
+        log_level=log_level,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_standalone(config))
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port of the demo Gateway on 127.0.0.1.")] = 8080,
+    duration: Annotated[float, typer.Option(help="Seconds to run; 0 runs until Ctrl-C.")] = 20.0,
+    admin: Annotated[str, typer.Option(help="HOST:PORT of the admin API.")] = "127.0.0.1:9900",
+) -> None:
+    """Start two demo backends behind a 90/10 canary route and show live how traffic splits."""
+    from stackway.demo.run import run_demo
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_demo(port=port, duration=duration, admin=_hostport(admin, "--admin")))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
