@@ -15,11 +15,11 @@ from typing import Annotated
 
 import typer
 import yaml
-from google.protobuf import json_format
 from rich.console import Console
 
 from stackway.controlplane import ControlPlane
 from stackway.translate import Options
+from stackway.xds.build import snapshot_as_data
 
 app = typer.Typer(
     help=(
@@ -99,15 +99,7 @@ def translate(
     if control.system_error:
         err.print(f"[red]error:[/red] {control.system_error}")
         raise typer.Exit(1)
-    doc = {
-        "version": control.snapshot.version,
-        "resources": {
-            type_url.rsplit(".", 1)[-1]: [
-                json_format.MessageToDict(msg, preserving_proto_field_name=True) for _, msg in sorted(by_name.items())
-            ]
-            for type_url, by_name in sorted(control.snapshot.resources.items())
-        },
-    }
+    doc = {"version": control.snapshot.version, "resources": snapshot_as_data(control.snapshot)}
     if output == "json":
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:

@@ -70,7 +70,11 @@ def field_path(loc: tuple[int | str, ...]) -> str:
 def describe_validation_error(exc: ValidationError) -> list[tuple[str, str]]:
     """[(field, message)] for every problem pydantic found, in manifest terms."""
     problems: list[tuple[str, str]] = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    deeper = {e["loc"][:i] for e in errors for i in range(len(e["loc"]))}
+    for err in errors:
+        if err["type"] == "too_short" and err["loc"] in deeper:
+            continue  # a list whose items failed is reported through those items, not as "too short"
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         value: Any = err.get("input")
         message = err["msg"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from stackway.ir import model as ir
@@ -31,3 +35,14 @@ def build_resources(config: ir.IR) -> dict[str, dict[str, Message]]:
 def build_snapshot(config: ir.IR) -> Snapshot:
     """Raises `InvalidConfig` when the IR would be rejected by Envoy; the caller keeps the last snapshot."""
     return Snapshot(resources=build_resources(config))
+
+
+def snapshot_as_data(snapshot: Snapshot) -> dict[str, dict[str, Any]]:
+    """Plain dicts by short type name and resource name, as `translate` prints them and goldens store them."""
+    return {
+        type_url.rsplit(".", 1)[-1]: {
+            name: json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True, sort_keys=True))
+            for name, msg in sorted(by_name.items())
+        }
+        for type_url, by_name in sorted(snapshot.resources.items())
+    }

@@ -50,7 +50,7 @@ def _http_connection_manager(chain: ir.FilterChain, listener: ir.Listener) -> hc
 
 def _tls_socket(chain: ir.FilterChain) -> base_pb2.TransportSocket:
     context = tls_pb2.DownstreamTlsContext(
-        common_tls_context=common_pb2.CommonTlsContext(
+        common_tls_context=tls_pb2.CommonTlsContext(
             tls_certificates=[
                 common_pb2.TlsCertificate(
                     certificate_chain=base_pb2.DataSource(inline_string=cert.cert_chain),
