@@ -1,0 +1,91 @@
+"""The store keeps the last valid version of an object; the control plane keeps the last good snapshot."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from stackway.controlplane import ControlPlane, keep_transition_times
+from stackway.resources.raw import ObjectKey, RawObject, Source, key_of
+from stackway.resources.store import ResourceStore
+
+CLASS = {
+    "apiVersion": "gateway.networking.k8s.io/v1",
+    "kind": "GatewayClass",
+    "metadata": {"name": "stackway"},
+    "spec": {"controllerName": "stackway.dev/gateway-controller"},
+}
+GATEWAY = {
+    "apiVersion": "gateway.networking.k8s.io/v1",
+    "kind": "Gateway",
+    "metadata": {"name": "gw", "namespace": "default"},
+    "spec": {"gatewayClassName": "stackway", "listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"}]},
+}
+ROUTE = {
+    "apiVersion": "gateway.networking.k8s.io/v1",
+    "kind": "HTTPRoute",
+    "metadata": {"name": "r", "namespace": "default"},
+    "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "svc", "port": 80}]}]},
+}
+SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}]}}
+
+
+def objects(*bodies: dict[str, Any]) -> dict[ObjectKey, RawObject]:
+    out = {}
+    for body in bodies:
+        key = key_of(body)
+        out[key] = RawObject(key, body, Source("m.yaml", 1))
+    return out
+
+
+def test_invalid_edit_keeps_last_valid_object() -> None:
+    store = ResourceStore()
+    resources, problems = store.update(objects(CLASS, GATEWAY, ROUTE, SERVICE))
+    assert not [p for p in problems if p.severity == "error"]
+    good_route = resources.http_routes[("default", "r")]
+    broken = copy.deepcopy(ROUTE)
+    broken["spec"]["rules"][0]["backendRefs"][0]["port"] = "eighty"
+    resources, problems = store.update(objects(CLASS, GATEWAY, broken, SERVICE))
+    assert resources.http_routes[("default", "r")] == good_route
+    fields = [p.field for p in problems if p.severity == "error"]
+    assert fields == ["spec.rules[0].backendRefs[0].port"]
+    assert any("last valid version" in p.message for p in problems)
+
+
+def test_never_valid_object_is_reported_not_served() -> None:
+    broken = copy.deepcopy(ROUTE)
+    broken["spec"]["parentRefs"] = "gw"
+    resources, problems = ResourceStore().update(objects(CLASS, GATEWAY, broken))
+    assert ("default", "r") not in resources.http_routes
+    assert key_of(broken) in resources.invalid
+    assert [p.field for p in problems] == ["spec.parentRefs"]
+
+
+def test_deleted_object_forgets_last_good() -> None:
+    store = ResourceStore()
+    store.update(objects(CLASS, GATEWAY, ROUTE))
+    resources, _ = store.update(objects(CLASS, GATEWAY))
+    assert not resources.http_routes
+    broken = copy.deepcopy(ROUTE)
+    broken["spec"]["parentRefs"] = 3
+    resources, _ = store.update(objects(CLASS, GATEWAY, broken))
+    assert not resources.http_routes
+
+
+def test_control_plane_publishes_and_reports_statuses() -> None:
+    control = ControlPlane()
+    result = control.update(objects(CLASS, GATEWAY, ROUTE, SERVICE))
+    assert result.changed
+    assert result.snapshot is not None
+    kinds = {doc["kind"] for doc in control.status_document()}
+    assert kinds == {"GatewayClass", "Gateway", "HTTPRoute"}
+    again = control.update(objects(CLASS, GATEWAY, ROUTE, SERVICE))
+    assert not again.changed
+
+
+def test_transition_time_survives_unchanged_status() -> None:
+    old = {"conditions": [{"type": "Accepted", "status": "True", "lastTransitionTime": "T0"}]}
+    same = {"conditions": [{"type": "Accepted", "status": "True", "lastTransitionTime": "T1"}]}
+    flipped = {"conditions": [{"type": "Accepted", "status": "False", "lastTransitionTime": "T2"}]}
+    assert keep_transition_times(old, same)["conditions"][0]["lastTransitionTime"] == "T0"
+    assert keep_transition_times(old, flipped)["conditions"][0]["lastTransitionTime"] == "T2"
