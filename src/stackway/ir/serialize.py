@@ -48,15 +48,15 @@ def _convert(tp: Any, data: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if data is None:
             return None
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(args[0], data)
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(members[0], data)
     if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], d) for d in data)
-        return tuple(_convert(a, d) for a, d in zip(args, data, strict=True))
+        items = typing.get_args(tp)
+        if len(items) == 2 and items[1] is Ellipsis:
+            return tuple(_convert(items[0], d) for d in data)
+        return tuple(_convert(a, d) for a, d in zip(items, data, strict=True))
     if dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)
         kwargs = {f.name: _convert(hints[f.name], data[f.name]) for f in dataclasses.fields(tp) if f.name in data}
-        return tp(**kwargs)
+        return typing.cast(Any, tp)(**kwargs)
     return data
