@@ -86,7 +86,10 @@ def test_precedence_order_follows_the_spec() -> None:
         _m(path={"type": "PathPrefix", "value": "/abc"}),
         _m(path={"type": "Exact", "value": "/a"}),
         _m(path={"type": "PathPrefix", "value": "/a"}, queryParams=[{"name": "q", "value": "1"}]),
-        _m(path={"type": "PathPrefix", "value": "/a"}, headers=[{"name": "x", "value": "1"}, {"name": "y", "value": "2"}]),
+        _m(
+            path={"type": "PathPrefix", "value": "/a"},
+            headers=[{"name": "x", "value": "1"}, {"name": "y", "value": "2"}],
+        ),
     ]
     ordered = sorted(range(len(matches)), key=lambda i: precedence(matches[i]))
     assert ordered == [4, 3, 2, 6, 1, 5, 0]

@@ -6,21 +6,12 @@ Envoy validates with protoc-gen-validate rules and RE2; a NACK there would rejec
 
 from __future__ import annotations
 
-import re2  # type: ignore[import-not-found,unused-ignore]
-
 from stackway.ir import model as ir
+from stackway.ir.regex import regex_problem
 
 
 class InvalidConfig(ValueError):
     """A system error: the translator produced something Envoy cannot take. Never caused by user input alone."""
-
-
-def regex_problem(pattern: str) -> str | None:
-    try:
-        re2.compile(pattern)
-    except re2.error as exc:
-        return str(exc)
-    return None
 
 
 def validate_ir(config: ir.IR) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stackway.ir import model as ir
+from stackway.ir.regex import regex_problem
 from stackway.resources.gatewayapi import GROUP, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, ParentReference
 from stackway.resources.raw import ObjectKey
 from stackway.translate import conditions as c
@@ -72,7 +73,7 @@ class RouteTranslator:
             )
         if not parents:
             return
-        unsupported = _unsupported_filter(route)
+        unsupported = _unsupported(route)
         rules, resolved = self._rules(key, route, age) if unsupported is None else ([], (True, c.R_RESOLVED_REFS, ""))
         if unsupported is not None:
             self.ctx.problem(key, unsupported[0], unsupported[1])
@@ -194,8 +195,26 @@ class RouteTranslator:
         return out, resolved
 
 
-def _unsupported_filter(route: HTTPRoute) -> tuple[str, str] | None:
+def _unsupported(route: HTTPRoute) -> tuple[str, str] | None:
+    """The first thing in the route stackway cannot honour, as (field, message); the route is then rejected."""
     for r_index, rule in enumerate(route.spec.rules):
+        for m_index, match in enumerate(rule.matches):
+            where = f"spec.rules[{r_index}].matches[{m_index}]"
+            regexes = [(f"{where}.path.value", match.path.value)] if match.path.type == "RegularExpression" else []
+            regexes += [
+                (f"{where}.headers[{i}].value", h.value)
+                for i, h in enumerate(match.headers)
+                if h.type == "RegularExpression"
+            ]
+            regexes += [
+                (f"{where}.queryParams[{i}].value", q.value)
+                for i, q in enumerate(match.query_params)
+                if q.type == "RegularExpression"
+            ]
+            for fld, pattern in regexes:
+                why = regex_problem(pattern)
+                if why is not None:
+                    return fld, f"invalid RE2 regular expression {pattern!r}: {why}"
         for f_index, f in enumerate(rule.filters):
             if f.type not in SUPPORTED_FILTERS:
                 return (f"spec.rules[{r_index}].filters[{f_index}].type", f"filter type {f.type!r} is not supported")
