@@ -32,29 +32,31 @@ def demo_manifests(gateway_port: int, backends: dict[str, int], weights: dict[st
             "metadata": {"name": "checkout", "namespace": NAMESPACE},
             "spec": {
                 "parentRefs": [{"name": "demo"}],
-                "rules": [
-                    {"backendRefs": [{"name": name, "port": 80, "weight": weights[name]} for name in backends]}
-                ],
+                "rules": [{"backendRefs": [{"name": name, "port": 80, "weight": weights[name]} for name in backends]}],
             },
         },
     ]
     for name, port in backends.items():
-        docs.append({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]},
-        })
-        docs.append({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": f"{name}-local",
-                "namespace": NAMESPACE,
-                "labels": {"kubernetes.io/service-name": name},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": port}],
-            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
-        })
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]},
+            }
+        )
+        docs.append(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name}-local",
+                    "namespace": NAMESPACE,
+                    "labels": {"kubernetes.io/service-name": name},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": port}],
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+            }
+        )
     return docs
