@@ -55,10 +55,11 @@ def canonical_header_key(name: str) -> str:
         upper = True
         for ch in name:
             if upper and "a" <= ch <= "z":
-                ch = ch.upper()
+                out.append(ch.upper())
             elif not upper and "A" <= ch <= "Z":
-                ch = ch.lower()
-            out.append(ch)
+                out.append(ch.lower())
+            else:
+                out.append(ch)
             upper = ch == "-"
         result = "".join(out)
     if len(_canonical_cache) < 4096:
@@ -336,7 +337,7 @@ def _json(data: object) -> bytes:
 
 @dataclass(eq=False)
 class EchoServer:
-    """A running echo backend. `close()` stops listening and drops open connections."""
+    """A running echo backend; `await close()` stops it."""
 
     host: str
     port: int
@@ -382,22 +383,19 @@ class EchoServer:
             }
         )
 
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+    async def close(self) -> None:
+        """Stop listening, drop open connections (keep-alive ones would never end) and wait until done."""
         for conn in list(self._connections):
             conn.close()
-
-    async def wait_closed(self) -> None:
         if self._server is not None:
+            self._server.close()
             await self._server.wait_closed()
 
     async def __aenter__(self) -> EchoServer:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        self.close()
-        await self.wait_closed()
+        await self.close()
 
 
 async def start_echo(host: str, port: int, pod: str, namespace: str, service: str = "") -> EchoServer:
