@@ -1,0 +1,184 @@
+"""A watched directory as a stream of whole-directory states.
+
+File events only say *that* something may have changed; what changed is decided by comparing each file's
+stat and bytes with what was read last time. That makes the watcher indifferent to how writers and
+platforms report changes: editors that write a `.tmp` file and rename it, a deleted directory, a missed or
+duplicated event, or a Kubernetes ConfigMap mount (its files are symlinks into a hidden `..data` directory
+that is swapped atomically, so the only events are on hidden paths).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+
+import structlog
+import watchfiles
+
+from stackway.providers.files.identity import GenerationTracker
+from stackway.providers.files.loader import FileProblem, FileResult, manifest_files, merge, read_file
+from stackway.resources.raw import ObjectKey, RawObject
+
+log = structlog.get_logger("stackway.providers.files")
+
+#: A storm of writes that never pauses for `debounce` is still delivered at least this often.
+MAX_HOLD_S = 1.0
+#: Wait before watching again after the watch itself failed (e.g. the directory was removed).
+RETRY_S = 1.0
+
+
+@dataclass(frozen=True)
+class ProviderState:
+    """Everything the directory declares right now. `generation` counts delivered states (1 is the first)."""
+
+    objects: Mapping[ObjectKey, RawObject]
+    problems: tuple[FileProblem, ...]
+    generation: int
+
+
+OnChange = Callable[[ProviderState], Awaitable[None]]
+_Stat = tuple[int, int, int, int]  # device, inode, size, mtime in ns: a cheap "did this file change" check
+
+
+@dataclass
+class _File:
+    stat: _Stat
+    digest: str
+    result: FileResult
+    good: tuple[RawObject, ...]  # objects from the last time the file parsed; served while it does not
+
+
+class FilesProvider:
+    """Loads `root`, then re-reads only what changes and calls `on_change` with each new state.
+
+    Rules that users rely on: a deleted file takes its objects with it; a file that stops parsing keeps
+    serving the objects last read from it while its problem is reported; nothing in the files can stop
+    the watcher; an effectively unchanged directory (a file saved with the same bytes) calls nothing.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        on_change: OnChange,
+        debounce: float = 0.05,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self._on_change = on_change
+        self._debounce = debounce
+        self._files: dict[str, _File] = {}
+        self._tracker = GenerationTracker(clock)
+        self._state = ProviderState(MappingProxyType({}), (), 0)
+        self._stop = asyncio.Event()
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    def snapshot(self) -> ProviderState:
+        """The last state delivered (generation 0, empty, before the first load)."""
+        return self._state
+
+    async def start(self) -> ProviderState:
+        """Load the whole directory and deliver the first state, so callers can serve before watching."""
+        if not self._started:
+            self._started = True
+            await self.refresh(force=True)
+        return self._state
+
+    async def run(self) -> None:
+        """Watch until `stop()`; loads first if `start()` was not called. Never raises for file trouble."""
+        await self.start()
+        while not self._stop.is_set():
+            try:
+                await self._watch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. the directory vanished; keep serving, try again
+                log.warning("watching failed; retrying", directory=str(self.root), error=str(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), RETRY_S)
+                await self.refresh()
+
+    def stop(self) -> None:
+        """Ask `run()` to return; it does so within one debounce step."""
+        self._stop.set()
+
+    async def _watch(self) -> None:
+        step_ms = max(1, int(self._debounce * 1000))
+        async for _changes in watchfiles.awatch(
+            self.root,
+            watch_filter=None,  # hidden paths matter too: see the module docstring
+            debounce=max(step_ms, int(MAX_HOLD_S * 1000)),
+            step=step_ms,
+            stop_event=self._stop,
+            recursive=True,
+            ignore_permission_denied=True,
+        ):
+            await self.refresh()
+
+    async def refresh(self, *, force: bool = False) -> bool:
+        """Re-check the directory now and deliver a state if anything effectively changed (or if forced).
+
+        Reading and parsing run in a worker thread so that a large directory never stalls the event loop.
+        """
+        async with self._lock:
+            try:
+                state = await asyncio.to_thread(self._rescan, force)
+            except Exception as exc:  # a bug of ours; the last state keeps serving
+                log.exception("reading the directory failed", directory=str(self.root), error=str(exc))
+                return False
+            if state is None:
+                return False
+            self._state = state
+            try:
+                await self._on_change(state)
+            except Exception as exc:
+                log.exception("on_change failed", generation=state.generation, error=str(exc))
+            return True
+
+    def _rescan(self, force: bool) -> ProviderState | None:
+        changed = False
+        present: set[str] = set()
+        for relative in manifest_files(self.root) if self.root.is_dir() else ():
+            present.add(relative)
+            changed |= self._check(relative)
+        for relative in [r for r in self._files if r not in present]:
+            del self._files[relative]
+            changed = True
+        if not changed and not force:
+            return None
+        merged = merge((r, f.good, f.result.problems) for r, f in self._files.items())
+        objects = self._tracker.stamp_all(merged.objects.values())
+        problems = merged.problems
+        if not force and objects == dict(self._state.objects) and problems == self._state.problems:
+            return None
+        return ProviderState(MappingProxyType(objects), problems, self._state.generation + 1)
+
+    def _check(self, relative: str) -> bool:
+        """Re-read one file if its stat changed; True if what it contributes changed."""
+        full = self.root / relative
+        try:
+            st = os.stat(full)
+        except OSError:
+            return self._files.pop(relative, None) is not None  # gone between listing and stat
+        stat = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        known = self._files.get(relative)
+        if known is not None and known.stat == stat:
+            return False
+        result, data = read_file(relative, self.root)
+        digest = hashlib.sha256(data).hexdigest()
+        if known is not None and known.digest == digest and result.parse_ok == known.result.parse_ok:
+            known.stat = stat  # same bytes written again
+            return False
+        good = result.objects if result.parse_ok else (known.good if known else ())
+        self._files[relative] = _File(stat, digest, result, good)
+        if not result.parse_ok:
+            log.warning("file does not parse; serving its last good objects", file=relative, kept=len(good))
+        return True
