@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from stackway.providers.files import FilesProvider, ProviderState
+from stackway.providers.files.watcher import RETRY_S
 from stackway.resources.raw import ObjectKey
 
 pytestmark = pytest.mark.timeout(30)
@@ -239,6 +241,27 @@ async def test_configmap_style_symlink_swap_is_picked_up(tmp_path: Path, recorde
         (tmp_path / "..data_tmp").symlink_to("..v2")
         os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
         await recorder.until(lambda s: data_of(s, "a") == {"k": "two"})
+    finally:
+        files.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_directory_removed_and_created_again(tmp_path: Path, recorder: Recorder) -> None:
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (root / "a.yaml").write_text(secret("a"))
+    files = FilesProvider(root, recorder)
+    task = asyncio.create_task(files.run())
+    try:
+        await recorder.until(lambda s: key("a") in s.objects)
+        shutil.rmtree(root)
+        await recorder.until(lambda s: not s.objects)
+        root.mkdir()
+        (root / "b.yaml").write_text(secret("b"))
+        await recorder.until(lambda s: key("b") in s.objects, within=3 * RETRY_S)
+        await asyncio.sleep(0.1)
+        (root / "c.yaml").write_text(secret("c"))  # the new directory is watched, not just polled
+        await recorder.until(lambda s: key("c") in s.objects)
     finally:
         files.stop()
         await asyncio.wait_for(task, 5)

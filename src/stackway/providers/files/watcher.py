@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import stat
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,8 +31,10 @@ log = structlog.get_logger("stackway.providers.files")
 
 #: A storm of writes that never pauses for `debounce` is still delivered at least this often.
 MAX_HOLD_S = 1.0
-#: Wait before watching again after the watch itself failed (e.g. the directory was removed).
+#: How often to look for the directory again while it does not exist.
 RETRY_S = 1.0
+#: How often to compare stats even without events; costs one stat per file.
+RESCAN_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -93,24 +96,41 @@ class FilesProvider:
         return self._state
 
     async def run(self) -> None:
-        """Watch until `stop()`; loads first if `start()` was not called. Never raises for file trouble."""
+        """Watch until `stop()`; loads first if `start()` was not called. Never raises for file trouble.
+
+        If the directory itself goes away (or is replaced, as by `rm -rf dir && cp -r new dir`), its objects
+        go with it and watching resumes once a directory is there again.
+        """
         await self.start()
         while not self._stop.is_set():
-            try:
-                await self._watch()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # e.g. the directory vanished; keep serving, try again
-                log.warning("watching failed; retrying", directory=str(self.root), error=str(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), RETRY_S)
-                await self.refresh()
+            if self._root_id() is not None:
+                try:
+                    await self._watch()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the directory vanished while the watch was being set up, ...
+                    log.warning("watching failed; retrying", directory=str(self.root), error=str(exc))
+                else:
+                    continue  # the directory was replaced: watch the new one right away
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), RETRY_S)
+            await self.refresh()
 
     def stop(self) -> None:
         """Ask `run()` to return; it does so within one debounce step."""
         self._stop.set()
 
+    def _root_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.root)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
     async def _watch(self) -> None:
+        """Refresh on every burst of events, and every RESCAN_S regardless: events can be lost (a write
+        between the last read and the watch being set up, an overflowing kernel queue), a stat pass is not."""
+        watching = self._root_id()
         step_ms = max(1, int(self._debounce * 1000))
         async for _changes in watchfiles.awatch(
             self.root,
@@ -118,10 +138,14 @@ class FilesProvider:
             debounce=max(step_ms, int(MAX_HOLD_S * 1000)),
             step=step_ms,
             stop_event=self._stop,
+            rust_timeout=int(RESCAN_S * 1000),
+            yield_on_timeout=True,
             recursive=True,
             ignore_permission_denied=True,
         ):
             await self.refresh()
+            if self._root_id() != watching:
+                return
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Re-check the directory now and deliver a state if anything effectively changed (or if forced).
@@ -168,17 +192,17 @@ class FilesProvider:
             st = os.stat(full)
         except OSError:
             return self._files.pop(relative, None) is not None  # gone between listing and stat
-        stat = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        current = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         known = self._files.get(relative)
-        if known is not None and known.stat == stat:
+        if known is not None and known.stat == current:
             return False
         result, data = read_file(relative, self.root)
         digest = hashlib.sha256(data).hexdigest()
         if known is not None and known.digest == digest and result.parse_ok == known.result.parse_ok:
-            known.stat = stat  # same bytes written again
+            known.stat = current  # same bytes written again
             return False
         good = result.objects if result.parse_ok else (known.good if known else ())
-        self._files[relative] = _File(stat, digest, result, good)
+        self._files[relative] = _File(current, digest, result, good)
         if not result.parse_ok:
             log.warning("file does not parse; serving its last good objects", file=relative, kept=len(good))
         return True
