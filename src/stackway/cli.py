@@ -72,7 +72,7 @@ def validate(directory: DirArg, accept_any_class: AcceptAnyClass = False) -> Non
     control, file_errors = _load(directory, accept_any_class)
     problems = control.problem_document()
     errors = len(file_errors) + sum(1 for p in problems if p["severity"] == "error")
-    out = Console()
+    out = Console(soft_wrap=True)
     for line in file_errors:
         out.print(f"[red]error[/red]   {line}", highlight=False)
     for p in problems:
@@ -130,14 +130,19 @@ def up(
 
     Ctrl-C drains Envoy and stops everything this command started.
     """
+    admin_at, xds_at, envoy_admin_at = (
+        _hostport(admin, "--admin"),
+        _hostport(xds, "--xds"),
+        _hostport(envoy_admin, "--envoy-admin"),
+    )
     from stackway.standalone import StandaloneConfig, run_standalone
 
     config = StandaloneConfig(
         directory=directory,
         address=address,
-        admin=_hostport(admin, "--admin"),
-        xds=_hostport(xds, "--xds"),
-        envoy_admin=_hostport(envoy_admin, "--envoy-admin"),
+        admin=admin_at,
+        xds=xds_at,
+        envoy_admin=envoy_admin_at,
         accept_any_class=accept_any_class,
         delta=delta,
         concurrency=concurrency,

@@ -1,0 +1,53 @@
+"""The offline commands: validate (exit codes, file:line, field) and translate (xDS for a directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from stackway.cli import app
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+runner = CliRunner()
+
+
+def test_validate_clean_directory_exits_zero() -> None:
+    result = runner.invoke(app, ["validate", str(EXAMPLES)])
+    assert result.exit_code == 0, result.output
+    assert "no errors" in result.output
+
+
+def test_validate_reports_file_line_object_and_field(tmp_path: Path) -> None:
+    (tmp_path / "route.yaml").write_text(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\n"
+        "spec:\n  parentRefs: [{name: gw}]\n---\n"
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: bad}\n"
+        "spec:\n  rules: [{backendRefs: [{name: s, port: many}]}]\n"
+    )
+    (tmp_path / "broken.yaml").write_text("kind: Service\nmetadata: {name: [\n")
+    result = runner.invoke(app, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "route.yaml:7" in result.output
+    assert "HTTPRoute.gateway.networking.k8s.io default/bad" in result.output
+    assert "spec.rules[0].backendRefs[0].port" in result.output
+    assert "broken.yaml:" in result.output
+
+
+def test_translate_prints_listeners_routes_and_clusters() -> None:
+    result = runner.invoke(app, ["translate", str(EXAMPLES), "--address", "127.0.0.1"])
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(result.output)
+    resources = doc["resources"]
+    assert list(resources["Listener"]) == ["listener/127.0.0.1/8080"]
+    assert set(resources["Cluster"]) == {"service/demo/checkout-v1/80", "service/demo/checkout-v2/80"}
+    [route_config] = resources["RouteConfiguration"].values()
+    weights = route_config["virtual_hosts"][0]["routes"][0]["route"]["weighted_clusters"]["clusters"]
+    assert sorted(c["weight"] for c in weights) == [10, 90]
+
+
+def test_bad_hostport_is_a_clear_cli_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["up", str(tmp_path), "--admin", "nope"])
+    assert result.exit_code == 2
+    assert "HOST:PORT" in result.output
