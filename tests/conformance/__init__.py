@@ -1,0 +1,1 @@
+"""Gateway API conformance (HTTPRoute core) against a real `stackway up` and Envoy, on the upstream manifests."""

@@ -1,0 +1,26 @@
+"""The conformance environment: upstream manifests, echo backends and one `stackway up` for the whole run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conformance.harness import Conformance, can_bind
+from tests.conformance.manifests import ENV_DIR, conformance_dir
+
+
+@pytest.fixture(scope="session")
+def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Conformance]:
+    upstream = conformance_dir()
+    if not (upstream / "base" / "manifests.yaml").is_file():
+        pytest.skip(f"upstream conformance manifests not found at {upstream} (set {ENV_DIR})")
+    env = Conformance(upstream=upstream, workdir=tmp_path_factory.mktemp("conformance"))
+    probe = env.book.network.network_address + 250
+    if not can_bind(str(probe), 80):
+        pytest.skip("the upstream Gateways listen on ports 80 and 443, which this user may not bind")
+    try:
+        env.start()
+        yield env
+    finally:
+        env.close()

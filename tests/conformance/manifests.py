@@ -1,0 +1,349 @@
+"""Turn the upstream conformance manifests into a directory `stackway up` can serve on one machine.
+
+Upstream applies its manifests to a cluster, where Deployments become Pods with IPs, Services get
+EndpointSlices, the suite creates TLS Secrets, and every Gateway gets its own load-balancer address. Here
+there is no cluster, so this module provides the same facts as plain objects:
+
+* `{GATEWAY_CLASS_NAME}` becomes a GatewayClass of ours (controllerName `stackway.dev/gateway-controller`);
+* every Gateway gets its own loopback address (`spec.addresses`, DESIGN 2.2), since the base Gateways all
+  listen on ports 80 and 443; `AddressBook` remembers which Gateway has which address;
+* echo-basic Deployments become `EchoPod`s (pod names `<deployment>-<hash>-<suffix>`, as upstream's
+  pod-prefix checks expect) that the harness starts as local echo backends;
+* every Service with a selector gets one EndpointSlice per selected echo pod (all pods share 127.0.0.1, so
+  each has its own port, and EndpointSlice ports are per slice), ports named as the Service's ports;
+* the TLS Secrets the manifests reference are generated self-signed, with the SANs upstream uses.
+
+Everything here is pure (no processes, no sockets) so it is unit-tested on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+import hashlib
+import ipaddress
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+Doc = dict[str, Any]
+
+CONTROLLER_NAME = "stackway.dev/gateway-controller"
+GATEWAY_CLASS_NAME = "stackway-conformance"
+CLASS_PLACEHOLDER = "{GATEWAY_CLASS_NAME}"
+ENV_DIR = "STACKWAY_CONFORMANCE_DIR"
+ECHO_IMAGE = "registry.k8s.io/gateway-api/echo-basic"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+INFRA_NS = "gateway-conformance-infra"
+
+#: SANs of the Secrets upstream's suite creates at run time (conformance/utils/suite/suite.go). Secrets the
+#: manifests reference that are not listed get `*`.
+SECRET_SANS: Mapping[tuple[str, str], tuple[str, ...]] = {
+    ("gateway-conformance-web-backend", "certificate"): ("*",),
+    ("gateway-conformance-infra", "tls-validity-checks-certificate"): ("*", "*.org"),
+    ("gateway-conformance-infra", "tls-passthrough-checks-certificate"): ("abc.example.com",),
+    ("gateway-conformance-app-backend", "tls-passthrough-checks-certificate"): ("abc.example.com",),
+    ("gateway-conformance-infra", "tls-checks-certificate"): ("abc.example.com",),
+}
+
+#: Environment variables that make echo-basic something other than a plain HTTP echo (gRPC, raw TCP, or
+#: HTTPS only on the Service's target port). Those Deployments are not emulated: no HTTPRoute core test
+#: sends them traffic, and an HTTP/1.1 echo in their place would be a different server.
+_NOT_HTTP_ECHO_ENV = {"GRPC_ECHO_SERVER", "TCP_ECHO_SERVER", "TLS_SERVER_CERT"}
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def conformance_dir() -> Path:
+    """Where the upstream manifests are: $STACKWAY_CONFORMANCE_DIR, or the shared copy next to the repo."""
+    configured = os.environ.get(ENV_DIR)
+    if configured:
+        return Path(configured)
+    return repo_root().parent / "shared" / "gateway-api-conformance" / "upstream"
+
+
+def load_documents(path: Path) -> list[Doc]:
+    """Every non-empty YAML document of a multi-document file."""
+    with path.open(encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def key(doc: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = doc.get("metadata") or {}
+    return doc.get("kind", ""), meta.get("namespace", "default"), meta.get("name", "")
+
+
+def gateway_class(name: str = GATEWAY_CLASS_NAME) -> Doc:
+    return {
+        "apiVersion": f"{GATEWAY_GROUP}/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": name},
+        "spec": {"controllerName": CONTROLLER_NAME},
+    }
+
+
+def substitute_class(docs: Iterable[Doc], class_name: str = GATEWAY_CLASS_NAME) -> list[Doc]:
+    """Replace the `{GATEWAY_CLASS_NAME}` placeholder, as upstream's applier does before applying."""
+    out = []
+    for original in docs:
+        doc = copy.deepcopy(original)
+        spec = doc.get("spec")
+        if (
+            doc.get("kind") == "Gateway"
+            and isinstance(spec, dict)
+            and spec.get("gatewayClassName") == CLASS_PLACEHOLDER
+        ):
+            spec["gatewayClassName"] = class_name
+        out.append(doc)
+    return out
+
+
+@dataclass
+class AddressBook:
+    """A distinct loopback address per Gateway, stable for the whole run (tests add Gateways later)."""
+
+    network: ipaddress.IPv4Network = field(default_factory=lambda: ipaddress.IPv4Network("127.0.10.0/24"))
+    by_gateway: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.network.subnet_of(ipaddress.IPv4Network("127.0.0.0/8")):
+            raise ValueError("conformance traffic must stay on 127.0.0.0/8")
+        self._free = iter(self.network.hosts())
+
+    def address(self, namespace: str, name: str) -> str:
+        ref = (namespace, name)
+        if ref not in self.by_gateway:
+            self.by_gateway[ref] = str(next(self._free))
+        return self.by_gateway[ref]
+
+
+def assign_addresses(docs: Iterable[Doc], book: AddressBook) -> list[Doc]:
+    """Give every Gateway without `spec.addresses` its own IPAddress from the book."""
+    out = []
+    for original in docs:
+        doc = copy.deepcopy(original)
+        if doc.get("kind") == "Gateway":
+            _, ns, name = key(doc)
+            spec = doc.setdefault("spec", {})
+            if not spec.get("addresses"):
+                spec["addresses"] = [{"type": "IPAddress", "value": book.address(ns, name)}]
+        out.append(doc)
+    return out
+
+
+@dataclass(frozen=True)
+class EchoPod:
+    """One replica of an echo-basic Deployment, to be served by a local echo backend."""
+
+    namespace: str
+    deployment: str
+    pod: str
+    labels: tuple[tuple[str, str], ...]
+
+
+def pod_name(namespace: str, deployment: str, replica: int) -> str:
+    """`<deployment>-<template hash>-<suffix>` like a ReplicaSet's pods, deterministic for reproducible logs."""
+    digest = hashlib.sha256(f"{namespace}/{deployment}".encode()).hexdigest()
+    return f"{deployment}-{digest[:9]}-{digest[9 + replica * 5 : 14 + replica * 5]}"
+
+
+def _is_http_echo(deployment: Doc) -> bool:
+    containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    if len(containers) != 1:
+        return False
+    container = containers[0]
+    if not str(container.get("image", "")).startswith(ECHO_IMAGE):
+        return False
+    env = {e.get("name") for e in container.get("env") or []}
+    return not env & _NOT_HTTP_ECHO_ENV
+
+
+def echo_pods(docs: Iterable[Doc]) -> list[EchoPod]:
+    """The pods of every plain HTTP echo-basic Deployment (`replicas`, default 1)."""
+    pods = []
+    for doc in docs:
+        if doc.get("kind") != "Deployment" or not _is_http_echo(doc):
+            continue
+        _, ns, name = key(doc)
+        spec = doc.get("spec") or {}
+        labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        for replica in range(int(spec.get("replicas", 1))):
+            pods.append(EchoPod(ns, name, pod_name(ns, name, replica), tuple(sorted(labels.items()))))
+    return pods
+
+
+def _selects(selector: Mapping[str, str], pod: EchoPod) -> bool:
+    labels = dict(pod.labels)
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def endpoint_slices(docs: Iterable[Doc], pods: Iterable[EchoPod], ports: Mapping[str, int]) -> list[Doc]:
+    """EndpointSlices for every Service with a selector: one per selected pod (`ports`: pod name → port).
+
+    Each pod listens on its own port of 127.0.0.1, and an EndpointSlice's ports apply to all its endpoints,
+    so a Service with two pods gets two slices; this is how Kubernetes itself splits endpoints whose ports
+    differ. Slice ports carry the Service ports' names (unnamed → ""), which is what links a Service port to
+    an endpoint port.
+    """
+    pods = list(pods)
+    out: list[Doc] = []
+    for doc in docs:
+        if doc.get("kind") != "Service":
+            continue
+        _, ns, service = key(doc)
+        spec = doc.get("spec") or {}
+        selector = spec.get("selector") or {}
+        service_ports = [p for p in spec.get("ports") or [] if p.get("protocol", "TCP") == "TCP"]
+        if not selector or not service_ports:
+            continue
+        for pod in pods:
+            if pod.namespace != ns or not _selects(selector, pod) or pod.pod not in ports:
+                continue
+            out.append(
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": f"{service}-{pod.pod.rsplit('-', 1)[-1]}",
+                        "namespace": ns,
+                        "labels": {"kubernetes.io/service-name": service},
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": [
+                        {
+                            "addresses": ["127.0.0.1"],
+                            "conditions": {"ready": True, "serving": True, "terminating": False},
+                            "targetRef": {"kind": "Pod", "namespace": ns, "name": pod.pod},
+                        }
+                    ],
+                    "ports": [
+                        {"name": p.get("name", ""), "protocol": "TCP", "port": ports[pod.pod]} for p in service_ports
+                    ],
+                }
+            )
+    return out
+
+
+def fill_manual_slice(slice_doc: Doc, port: int, address: str = "127.0.0.1") -> Doc:
+    """What upstream's HTTPRouteServiceTypes does to a selector-less Service's slice: point it at a pod.
+
+    Upstream patches the manual slices with the infra-backend-v1 Pods' IPs on the slice's own port; here the
+    pod is one echo backend on 127.0.0.1, so the slice's ports are rewritten to that backend's port. IPv6
+    slices stay as declared (no endpoint: the echo backends listen on IPv4 only).
+    """
+    doc = copy.deepcopy(slice_doc)
+    if doc.get("addressType", "IPv4") != "IPv4":
+        return doc
+    doc["endpoints"] = [{"addresses": [address], "conditions": {"ready": True, "serving": True, "terminating": False}}]
+    for p in doc.get("ports") or []:
+        p["port"] = port
+    return doc
+
+
+def referenced_secrets(docs: Iterable[Doc]) -> list[tuple[str, str]]:
+    """(namespace, name) of every Secret a Gateway listener or a Deployment volume refers to."""
+    found: dict[tuple[str, str], None] = {}
+    for doc in docs:
+        kind, ns, _ = key(doc)
+        spec = doc.get("spec") or {}
+        if kind == "Gateway":
+            for listener in spec.get("listeners") or []:
+                for ref in (listener.get("tls") or {}).get("certificateRefs") or []:
+                    if ref.get("kind", "Secret") == "Secret" and ref.get("group", "") == "":
+                        found[(ref.get("namespace", ns), ref["name"])] = None
+        elif kind == "Deployment":
+            volumes = ((spec.get("template") or {}).get("spec") or {}).get("volumes") or []
+            for volume in volumes:
+                if "secret" in volume:
+                    found[(ns, volume["secret"]["secretName"])] = None
+    return list(found)
+
+
+@dataclass(frozen=True)
+class TLSPair:
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def self_signed(hosts: Iterable[str], days: int = 365) -> TLSPair:
+    """A self-signed RSA-2048 server certificate like upstream's `generateRSACert` (CN `default`, Acme Co)."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "default"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme Co")]
+    )
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=True,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(private_key, hashes.SHA256())
+    )
+    return TLSPair(
+        cert.public_bytes(serialization.Encoding.PEM),
+        private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        ),
+    )
+
+
+def tls_secret(namespace: str, name: str, pair: TLSPair) -> Doc:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(pair.cert_pem).decode(),
+            "tls.key": base64.b64encode(pair.key_pem).decode(),
+        },
+    }
+
+
+def dump(docs: Iterable[Doc]) -> str:
+    return yaml.safe_dump_all(list(docs), sort_keys=False)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a dotfile and rename: `stackway up` ignores dotfiles, so it never reads half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

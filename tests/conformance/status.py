@@ -1,0 +1,287 @@
+"""Status checks through the admin API, with the semantics of upstream's conformance/utils/kubernetes helpers.
+
+`GET /api/status` returns each object's `status` exactly as it would be written to Kubernetes (DESIGN 2.3),
+so the upstream checks translate one to one: conditions must carry the object's current generation as
+observedGeneration, a route parent matches on controllerName, group, kind, name and (sometimes) namespace,
+and a condition matches on type, status and (unless empty) reason. Every check polls until it holds or
+times out, because the control plane applies file changes asynchronously.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.conformance.client import DEFAULT_TIMEOUT
+from tests.conformance.manifests import CONTROLLER_NAME, GATEWAY_GROUP
+
+POLL_INTERVAL = 0.1
+
+
+@dataclass(frozen=True)
+class Cond:
+    """An expected condition; an empty reason (or status) matches any, as in upstream's findConditionInList."""
+
+    type: str
+    status: str = "True"
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.type}={self.status}" + (f"/{self.reason}" if self.reason else "")
+
+
+@dataclass(frozen=True)
+class ExpectedParent:
+    """Upstream's RouteParentStatus expectation. `namespace=None` expects the parentRef to have none."""
+
+    name: str
+    namespace: str | None
+    conditions: Sequence[Cond]
+    group: str = GATEWAY_GROUP
+    kind: str = "Gateway"
+    controller: str = CONTROLLER_NAME
+
+
+@dataclass(frozen=True)
+class ExpectedListener:
+    name: str
+    attached_routes: int
+    conditions: Sequence[Cond]
+    supported_kinds: Sequence[tuple[str, str]] = field(default_factory=lambda: [(GATEWAY_GROUP, "HTTPRoute")])
+
+
+class StatusTimeout(AssertionError):
+    pass
+
+
+def fetch_status(admin: str, timeout: float = 5.0) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://{admin}/api/status", timeout=timeout) as response:
+        result: dict[str, Any] = json.load(response)
+        return result
+
+
+def find_object(document: Mapping[str, Any], kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    for obj in document.get("objects") or []:
+        meta = obj.get("metadata") or {}
+        if obj.get("kind") == kind and meta.get("name") == name and meta.get("namespace", "default") == namespace:
+            return dict(obj)
+    return None
+
+
+def condition_matches(conditions: Iterable[Mapping[str, Any]], want: Cond) -> bool:
+    for c in conditions:
+        if c.get("type") == want.type:
+            status_ok = not want.status or c.get("status") == want.status
+            if status_ok and (not want.reason or c.get("reason") == want.reason):
+                return True
+    return False
+
+
+def _show(conditions: Iterable[Mapping[str, Any]]) -> str:
+    return ", ".join(f"{c.get('type')}={c.get('status')}/{c.get('reason')}" for c in conditions) or "none"
+
+
+def stale_conditions(obj: Mapping[str, Any], conditions: Iterable[Mapping[str, Any]]) -> str | None:
+    """Upstream's ConditionsHaveLatestObservedGeneration."""
+    generation = (obj.get("metadata") or {}).get("generation")
+    stale = [c.get("type") for c in conditions if c.get("observedGeneration") != generation]
+    if stale:
+        return f"conditions {stale} have an observedGeneration other than the object's generation {generation}"
+    return None
+
+
+def parent_matches(actual: Mapping[str, Any], want: ExpectedParent, namespace_required: bool) -> str | None:
+    """Upstream's parentsForRouteMatch for one pair: None on a match, else why not."""
+    ref = actual.get("parentRef") or {}
+    if actual.get("controllerName") != want.controller:
+        return f"controllerName {actual.get('controllerName')!r}"
+    if ref.get("group") != want.group:
+        return f"parentRef.group {ref.get('group')!r} (the API server would default it to {want.group!r})"
+    if ref.get("kind") != want.kind:
+        return f"parentRef.kind {ref.get('kind')!r} (the API server would default it to {want.kind!r})"
+    if ref.get("name") != want.name:
+        return f"parentRef.name {ref.get('name')!r}"
+    if ref.get("namespace") != want.namespace and (namespace_required or ref.get("namespace") is not None):
+        return f"parentRef.namespace {ref.get('namespace')!r}, expected {want.namespace!r}"
+    missing = [str(c) for c in want.conditions if not condition_matches(actual.get("conditions") or [], c)]
+    if missing:
+        return f"conditions lack {missing}: have {_show(actual.get('conditions') or [])}"
+    return None
+
+
+@dataclass
+class StatusChecker:
+    """Polls the admin API until an expectation about statuses holds (or fails with the last reason)."""
+
+    admin: str
+    timeout: float = DEFAULT_TIMEOUT
+
+    def wait(self, what: str, check: Callable[[dict[str, Any]], str | None]) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout
+        last = "no answer yet"
+        while True:
+            try:
+                document = fetch_status(self.admin)
+                problem = check(document)
+            except (OSError, ValueError) as exc:
+                document, problem = {}, f"admin API: {type(exc).__name__}: {exc}"
+            if problem is None:
+                return document
+            last = problem
+            if time.monotonic() > deadline:
+                raise StatusTimeout(f"{what}: not within {self.timeout:.0f}s: {last}")
+            time.sleep(POLL_INTERVAL)
+
+    # -- Gateways ---------------------------------------------------------------------------------
+
+    def gateway_address(self, namespace: str, name: str, expected_address: str) -> None:
+        """Upstream's WaitForGatewayAddress: fresh conditions and an address in status."""
+
+        def check(doc: dict[str, Any]) -> str | None:
+            gw = find_object(doc, "Gateway", namespace, name)
+            if gw is None:
+                return "Gateway not in /api/status"
+            status = gw.get("status") or {}
+            stale = stale_conditions(gw, status.get("conditions") or [])
+            if stale:
+                return stale
+            addresses = [a for a in status.get("addresses") or [] if a.get("type")]
+            if not addresses:
+                return f"no typed address in status.addresses: {status.get('addresses')}"
+            if expected_address not in [a.get("value") for a in addresses]:
+                return f"status.addresses {addresses} lacks spec.addresses' {expected_address}"
+            return None
+
+        self.wait(f"Gateway {namespace}/{name} has an address", check)
+
+    def gateway_listeners_conditions(self, namespace: str, name: str, conditions: Sequence[Cond]) -> None:
+        """Upstream's GatewayListenersMustHaveConditions (every listener)."""
+
+        def check(doc: dict[str, Any]) -> str | None:
+            gw = find_object(doc, "Gateway", namespace, name)
+            if gw is None:
+                return "Gateway not in /api/status"
+            listeners = (gw.get("status") or {}).get("listeners") or []
+            if not listeners:
+                return "no listeners in status"
+            for listener in listeners:
+                for want in conditions:
+                    have = listener.get("conditions") or []
+                    if not condition_matches(have, want):
+                        return f"listener {listener.get('name')} lacks {want}: has {_show(have)}"
+            return None
+
+        self.wait(f"Gateway {namespace}/{name} listeners are {[str(c) for c in conditions]}", check)
+
+    def gateway_listeners(self, namespace: str, name: str, expected: Sequence[ExpectedListener]) -> None:
+        """Upstream's GatewayStatusMustHaveListeners."""
+
+        def check(doc: dict[str, Any]) -> str | None:
+            gw = find_object(doc, "Gateway", namespace, name)
+            if gw is None:
+                return "Gateway not in /api/status"
+            status = gw.get("status") or {}
+            stale = stale_conditions(gw, status.get("conditions") or [])
+            if stale:
+                return stale
+            actual = status.get("listeners") or []
+            if len(actual) != len(expected):
+                return f"expected {len(expected)} listeners in status, got {len(actual)}"
+            by_name = {listener.get("name"): listener for listener in actual}
+            for want in expected:
+                got = by_name.get(want.name)
+                if got is None:
+                    return f"listener {want.name} not in status"
+                kinds = {(k.get("group") or GATEWAY_GROUP, k.get("kind")) for k in got.get("supportedKinds") or []}
+                missing_kinds = [k for k in want.supported_kinds if k not in kinds]
+                if missing_kinds:
+                    return f"listener {want.name} supportedKinds {sorted(kinds)} lack {missing_kinds}"
+                if got.get("attachedRoutes") != want.attached_routes:
+                    attached = got.get("attachedRoutes")
+                    return f"listener {want.name} attachedRoutes={attached}, expected {want.attached_routes}"
+                missing = [str(c) for c in want.conditions if not condition_matches(got.get("conditions") or [], c)]
+                if missing:
+                    return f"listener {want.name} lacks {missing}: has {_show(got.get('conditions') or [])}"
+            return None
+
+        self.wait(f"Gateway {namespace}/{name} listener statuses", check)
+
+    # -- Routes -----------------------------------------------------------------------------------
+
+    def route_parents(
+        self, namespace: str, name: str, parents: Sequence[ExpectedParent], namespace_required: bool
+    ) -> None:
+        """Upstream's HTTPRouteMustHaveParents: every expected parent matches some status parent."""
+
+        def check(doc: dict[str, Any]) -> str | None:
+            route = find_object(doc, "HTTPRoute", namespace, name)
+            if route is None:
+                return "HTTPRoute not in /api/status"
+            actual = (route.get("status") or {}).get("parents") or []
+            for parent in actual:
+                stale = stale_conditions(route, parent.get("conditions") or [])
+                if stale:
+                    return stale
+            for want in parents:
+                reasons = [parent_matches(a, want, namespace_required) for a in actual]
+                if not any(r is None for r in reasons):
+                    return (
+                        f"no status parent matches {want.name} ({'; '.join(str(r) for r in reasons) or 'no parents'})"
+                    )
+            return None
+
+        self.wait(f"HTTPRoute {namespace}/{name} parents", check)
+
+    def route_condition(self, namespace: str, name: str, gateway: tuple[str, str], want: Cond) -> None:
+        """Upstream's HTTPRouteMustHaveCondition: the condition on the status parent for that Gateway."""
+        gw_ns, gw_name = gateway
+
+        def check(doc: dict[str, Any]) -> str | None:
+            route = find_object(doc, "HTTPRoute", namespace, name)
+            if route is None:
+                return "HTTPRoute not in /api/status"
+            seen = []
+            for parent in (route.get("status") or {}).get("parents") or []:
+                stale = stale_conditions(route, parent.get("conditions") or [])
+                if stale:
+                    return stale
+                ref = parent.get("parentRef") or {}
+                if ref.get("name") == gw_name and ref.get("namespace") in (None, gw_ns):
+                    if condition_matches(parent.get("conditions") or [], want):
+                        return None
+                    seen.append(_show(parent.get("conditions") or []))
+            return f"no parent for {gw_ns}/{gw_name} has {want}: {seen or 'no such parent'}"
+
+        self.wait(f"HTTPRoute {namespace}/{name} has {want}", check)
+
+    def route_resolved_refs(self, namespace: str, name: str, gateway: tuple[str, str]) -> None:
+        """Upstream's HTTPRouteMustHaveResolvedRefsConditionsTrue."""
+        self.route_condition(namespace, name, gateway, Cond("ResolvedRefs", "True", "ResolvedRefs"))
+
+    def gateway_and_routes_accepted(
+        self,
+        gateway: tuple[str, str],
+        address: str,
+        routes: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Upstream's GatewayAndHTTPRoutesMustBeAccepted: address, accepted parents, healthy listeners."""
+        gw_ns, gw_name = gateway
+        self.gateway_address(gw_ns, gw_name, address)
+        for route_ns, route_name in routes:
+            parent = ExpectedParent(gw_name, gw_ns, [Cond("Accepted", "True", "Accepted")])
+            self.route_parents(route_ns, route_name, [parent], namespace_required=route_ns != gw_ns)
+        self.gateway_listeners_conditions(gw_ns, gw_name, [Cond("ResolvedRefs"), Cond("Accepted"), Cond("Programmed")])
+
+    def objects_gone(self, keys: Iterable[tuple[str, str, str]]) -> None:
+        """Wait until deleted objects have left /api/status (upstream's cleanup waits for deletion too)."""
+        keys = list(keys)
+
+        def check(doc: dict[str, Any]) -> str | None:
+            left = [k for k in keys if find_object(doc, *k) is not None]
+            return f"still present: {left}" if left else None
+
+        self.wait("deleted objects leave the status", check)
