@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,11 +49,13 @@ class ProviderState:
 
 OnChange = Callable[[ProviderState], Awaitable[None]]
 _Stat = tuple[int, int, int, int]  # device, inode, size, mtime in ns: a cheap "did this file change" check
+#: File systems stamp mtimes with a coarse clock; a stat this fresh may not show a write that follows it.
+_RACY_NS = 100_000_000
 
 
 @dataclass
 class _File:
-    stat: _Stat
+    stat: _Stat | None  # None: re-read next time, whatever the stat says
     digest: str
     result: FileResult
     good: tuple[RawObject, ...]  # objects from the last time the file parsed; served while it does not
@@ -192,10 +195,14 @@ class FilesProvider:
             st = os.stat(full)
         except OSError:
             return self._files.pop(relative, None) is not None  # gone between listing and stat
-        current = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        current: _Stat | None = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         known = self._files.get(relative)
         if known is not None and known.stat == current:
             return False
+        if time.time_ns() - st.st_mtime_ns < _RACY_NS:
+            # Modified within a timestamp tick or so: a write after our read might leave size and mtime as
+            # they are. Do not trust this stat; the digest still spares a callback when nothing changed.
+            current = None
         result, data = read_file(relative, self.root)
         digest = hashlib.sha256(data).hexdigest()
         if known is not None and known.digest == digest and result.parse_ok == known.result.parse_ok:
