@@ -7,6 +7,7 @@ reported; user mistakes are already conditions by then and never stop a publish.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -31,19 +32,22 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def keep_transition_times(old: Mapping[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    """A condition's lastTransitionTime changes only when its status does (Kubernetes convention)."""
-    if not old:
-        return new
+def stamp_transition_times(old: Mapping[str, Any] | None, new: dict[str, Any], now: str) -> dict[str, Any]:
+    """Fill each condition's lastTransitionTime: kept from `old` while its status is unchanged, else `now`.
+
+    Kubernetes moves lastTransitionTime only when a condition's status flips; a message or reason change,
+    or a mere re-translation, must not look like a transition.
+    """
 
     def walk(o: Any, n: Any) -> None:
         if isinstance(n, dict):
-            if "lastTransitionTime" in n and isinstance(o, dict) and o.get("status") == n.get("status"):
-                n["lastTransitionTime"] = o.get("lastTransitionTime", n["lastTransitionTime"])
+            if "lastTransitionTime" in n:
+                same = isinstance(o, dict) and o.get("status") == n.get("status") and o.get("lastTransitionTime")
+                n["lastTransitionTime"] = o["lastTransitionTime"] if same else now
             for k, v in n.items():
                 walk(o.get(k) if isinstance(o, dict) else None, v)
-        elif isinstance(n, list) and isinstance(o, list):
-            index = {_identity(x): x for x in o}
+        elif isinstance(n, list):
+            index = {_identity(x): x for x in o} if isinstance(o, list) else {}
             for item in n:
                 walk(index.get(_identity(item)), item)
 
@@ -79,19 +83,14 @@ class ControlPlane:
     store_problems: list[StoreProblem] = field(default_factory=list)
     translate_problems: tuple[Problem, ...] = ()
     system_error: str | None = None
+    _unstamped: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
 
     def update(self, objects: Mapping[ObjectKey, RawObject]) -> PublishResult:
         started = time.perf_counter()
         resources, self.store_problems = self.store.update(objects)
         self.resources = resources
-        options = Options(
-            controller_name=self.options.controller_name,
-            default_address=self.options.default_address,
-            accept_any_class=self.options.accept_any_class,
-            now=utc_now(),
-        )
-        result = translate(resources, options)
-        self.statuses = {k: keep_transition_times(self.statuses.get(k), v) for k, v in result.statuses.items()}
+        result = translate(resources, self.options)
+        self._stamp_statuses(result.statuses)
         self.generations = {k: _generation(objects[k]) for k in self.statuses if k in objects}
         self.translate_problems = result.problems
         self._count(objects)
@@ -109,6 +108,19 @@ class ControlPlane:
         metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - started)
         metrics.TRANSLATIONS.labels("ok").inc()
         return PublishResult(snapshot, changed)
+
+    def _stamp_statuses(self, fresh: dict[ObjectKey, dict[str, Any]]) -> None:
+        """Statuses with real transition times; an unchanged status is reused as is (a dict compare)."""
+        now = utc_now()
+        stamped: dict[ObjectKey, dict[str, Any]] = {}
+        for key, status in fresh.items():
+            previous = self._unstamped.get(key)
+            if previous is not None and previous == status:
+                stamped[key] = self.statuses[key]
+            else:
+                stamped[key] = stamp_transition_times(self.statuses.get(key), copy.deepcopy(status), now)
+        self._unstamped = fresh
+        self.statuses = stamped
 
     def _count(self, objects: Mapping[ObjectKey, RawObject]) -> None:
         kinds = Counter(k.kind for k in objects)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from stackway.controlplane import ControlPlane, keep_transition_times
+from stackway.controlplane import ControlPlane, stamp_transition_times
 from stackway.resources.raw import ObjectKey, RawObject, Source, key_of
 from stackway.resources.store import ResourceStore
 
@@ -87,5 +87,17 @@ def test_transition_time_survives_unchanged_status() -> None:
     old = {"conditions": [{"type": "Accepted", "status": "True", "lastTransitionTime": "T0"}]}
     same = {"conditions": [{"type": "Accepted", "status": "True", "lastTransitionTime": "T1"}]}
     flipped = {"conditions": [{"type": "Accepted", "status": "False", "lastTransitionTime": "T2"}]}
-    assert keep_transition_times(old, same)["conditions"][0]["lastTransitionTime"] == "T0"
-    assert keep_transition_times(old, flipped)["conditions"][0]["lastTransitionTime"] == "T2"
+    assert stamp_transition_times(old, same, "NOW")["conditions"][0]["lastTransitionTime"] == "T0"
+    assert stamp_transition_times(old, flipped, "NOW")["conditions"][0]["lastTransitionTime"] == "NOW"
+    assert stamp_transition_times(None, same, "NOW")["conditions"][0]["lastTransitionTime"] == "NOW"
+
+
+def test_statuses_carry_real_times_and_keep_them_across_updates() -> None:
+    control = ControlPlane()
+    control.update(objects(CLASS, GATEWAY, ROUTE, SERVICE))
+    first = control.status_document()
+    times = {c["lastTransitionTime"] for d in first for c in d["status"].get("conditions", [])}
+    assert times
+    assert "1970-01-01T00:00:00Z" not in times
+    control.update(objects(CLASS, GATEWAY, ROUTE, SERVICE))
+    assert control.status_document() == first

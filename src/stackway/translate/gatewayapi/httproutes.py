@@ -7,7 +7,14 @@ from typing import Any
 
 from stackway.ir import model as ir
 from stackway.ir.regex import regex_problem
-from stackway.resources.gatewayapi import GROUP, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, ParentReference
+from stackway.resources.gatewayapi import (
+    GROUP,
+    HTTPBackendRef,
+    HTTPRoute,
+    HTTPRouteFilter,
+    HTTPRouteMatch,
+    ParentReference,
+)
 from stackway.resources.raw import ObjectKey
 from stackway.translate import conditions as c
 from stackway.translate.context import Context
@@ -43,6 +50,7 @@ class RouteTranslator:
         self.gateways = {(g.key.namespace, g.key.name): g for g in gateways}
         self.placed: list[Placed] = []
         self.clusters: dict[str, ir.Cluster] = {}
+        self._backends: dict[tuple[str, HTTPBackendRef], ir.Cluster | BackendFailure] = {}
 
     def translate_all(self) -> None:
         routes = sorted(
@@ -171,7 +179,10 @@ class RouteTranslator:
             else:
                 weighted: list[ir.WeightedCluster] = []
                 for b_index, ref in enumerate(rule.backend_refs):
-                    result = resolve_backend(self.ctx, "HTTPRoute", key.namespace, ref)
+                    memo = (key.namespace, ref)
+                    result = self._backends.get(memo) or self._backends.setdefault(
+                        memo, resolve_backend(self.ctx, "HTTPRoute", key.namespace, ref)
+                    )
                     if isinstance(result, BackendFailure):
                         if resolved[0]:
                             resolved = (False, result.reason, result.message)
