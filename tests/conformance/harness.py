@@ -25,7 +25,7 @@ from pathlib import Path
 from stackway.demo.echo import EchoServer, start_echo
 from tests.conformance import manifests as m
 from tests.conformance.client import Target
-from tests.conformance.status import StatusChecker
+from tests.conformance.status import StatusChecker, StatusTimeout
 
 STARTUP_TIMEOUT = 60.0
 STATUS_KINDS = {"Gateway", "HTTPRoute", "GatewayClass", "GRPCRoute"}
@@ -191,14 +191,19 @@ class Conformance:
         assert self.stackway is not None
         return StatusChecker(self.stackway.admin)
 
-    def prepare(self, docs: Sequence[m.Doc]) -> list[m.Doc]:
-        """Class name, addresses, echo backends with their EndpointSlices, and Secrets for `docs`."""
+    def prepare(self, docs: Sequence[m.Doc], suite_secrets: bool = False) -> list[m.Doc]:
+        """Class name, addresses, echo backends with their EndpointSlices, and Secrets for `docs`.
+
+        `suite_secrets` adds the Secrets upstream's suite creates at setup whether or not they are referenced.
+        """
         docs = m.assign_addresses(m.substitute_class(docs), self.book)
-        pods = m.echo_pods([*self.base_docs, *docs])
+        # a test's Services may select the base Deployments' pods; each pod once (docs may be the base itself)
+        pods = list({p.pod: p for p in m.echo_pods([*self.base_docs, *docs])}.values())
         ports = self.echoes.start(pods)
         slices = m.endpoint_slices(docs, pods, ports)
         secrets = []
-        for ns, name in m.referenced_secrets(docs):
+        wanted = m.referenced_secrets(docs) + (list(m.SECRET_SANS) if suite_secrets else [])
+        for ns, name in dict.fromkeys(wanted):
             if (ns, name) not in self.secrets:
                 self.secrets[(ns, name)] = m.self_signed(m.SECRET_SANS.get((ns, name), ("*",)))
                 secrets.append(m.tls_secret(ns, name, self.secrets[(ns, name)]))
@@ -206,7 +211,7 @@ class Conformance:
 
     def start(self) -> None:
         self.base_docs = m.load_documents(self.upstream / "base" / "manifests.yaml")
-        prepared = self.prepare(self.base_docs)
+        prepared = self.prepare(self.base_docs, suite_secrets=True)
         m.write_atomically(self.directory / "00-gatewayclass.yaml", m.dump([m.gateway_class()]))
         m.write_atomically(self.directory / "10-base.yaml", m.dump(prepared))
         self.stackway = StackwayProcess(self.directory, self.workdir / "stackway.log")
@@ -230,12 +235,18 @@ class Conformance:
         path = self.directory / "tests" / f"{name}.yaml"
         m.write_atomically(path, m.dump(docs))
         applied = Applied(name, docs, path)
+        passed = False
         try:
             yield applied
+            passed = True
         finally:
             path.unlink(missing_ok=True)
             if self.stackway.alive():
-                self.status.objects_gone(k for k in map(m.key, docs) if k[0] in STATUS_KINDS)
+                try:
+                    self.status.objects_gone(k for k in map(m.key, docs) if k[0] in STATUS_KINDS)
+                except StatusTimeout:
+                    if passed:  # otherwise the test's own failure is the one to report
+                        raise
 
     def rewrite(self, applied: Applied, docs: list[m.Doc]) -> None:
         """Change an applied test's objects (upstream patches objects in the cluster)."""

@@ -12,6 +12,7 @@ import ssl
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from cryptography import x509
 from stackway.demo.echo import canonical_header_key, parse_go_duration, start_echo
 from tests.conformance import manifests as m
 from tests.conformance.client import Captured, Case, Expect, ExpectedRequest, Redirect, Request, Target, compare, send
-from tests.conformance.harness import EchoPool
+from tests.conformance.harness import Conformance, EchoPool
 from tests.conformance.status import Cond, ExpectedParent, condition_matches, parent_matches, stale_conditions
 
 
@@ -166,6 +167,22 @@ def test_written_files_are_never_seen_half_written(tmp_path: Path) -> None:
     m.write_atomically(target, m.dump([m.gateway_class()]))
     assert [p.name for p in target.parent.iterdir()] == ["x.yaml"]  # the dotfile was renamed away
     assert m.load_documents(target) == [m.gateway_class()]
+
+
+def test_prepared_directory_objects_are_unique(upstream: Path, tmp_path: Path) -> None:
+    env = Conformance(upstream=upstream, workdir=tmp_path)
+    try:
+        env.base_docs = m.load_documents(upstream / "base" / "manifests.yaml")
+        base = env.prepare(env.base_docs, suite_secrets=True)
+        test = env.prepare(env.test_manifests("httproute-service-types"))
+    finally:
+        env.echoes.close()
+    keys = [m.key(d) for d in [*base, *test]]
+    assert len(keys) == len(set(keys))
+    kinds = Counter(k[0] for k in keys)
+    assert kinds["EndpointSlice"] == 11 + 2 + 4  # 11 echo pods' Services, headless (2 pods), 4 declared manual
+    assert kinds["Secret"] == 5
+    assert ("EndpointSlice", m.INFRA_NS, "manual-endpointslices-ip4") in keys
 
 
 # -- the echo backend -------------------------------------------------------------------------------------
