@@ -66,13 +66,48 @@ class HeaderModifier:
 class WeightedCluster:
     cluster: str
     weight: int
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Copy requests to `cluster` (fire and forget) for `per_million` out of every million requests."""
+
+    cluster: str
+    per_million: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """URL rewrite before forwarding. `prefix` is the matched PathPrefix that `prefix_replacement` replaces."""
+
+    hostname: str | None = None
+    full_path: str | None = None
+    prefix: str | None = None
+    prefix_replacement: str | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int
+    codes: tuple[int, ...] = ()
+    backoff_ms: int | None = None
 
 
 @dataclass(frozen=True)
 class Forward:
-    """Send to clusters by weight. All weights zero is expressed by the translator as a DirectResponse."""
+    """Send to clusters by weight. All weights zero is expressed by the translator as a DirectResponse.
+
+    Timeouts are in milliseconds; 0 disables a timeout, None keeps Envoy's default.
+    """
 
     clusters: tuple[WeightedCluster, ...]
+    mirrors: tuple[Mirror, ...] = ()
+    rewrite: Rewrite | None = None
+    timeout_ms: int | None = None
+    per_try_timeout_ms: int | None = None
+    retry: Retry | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +117,7 @@ class Redirect:
     hostname: str | None = None
     port: int | None = None
     full_path: str | None = None
+    prefix: str | None = None
     prefix_replacement: str | None = None
 
 

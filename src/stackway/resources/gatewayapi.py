@@ -6,13 +6,32 @@ manifests must mean the same thing (e.g. a rule without matches matches PathPref
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from stackway.resources.base import LabelSelector, Model, ObjectMeta
 
 GROUP = "gateway.networking.k8s.io"
+
+_DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
+_UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
+
+
+def duration_ms(value: str) -> int:
+    """A Gateway API duration (GEP-2257: "1h2m3s", "500ms") in milliseconds."""
+    if not _DURATION.match(value):
+        raise ValueError(f"{value!r} is not a Gateway API duration such as 500ms, 10s or 1m30s")
+    return sum(int(n) * _UNIT_MS[unit] for n, unit in re.findall(r"([0-9]+)(h|ms|m|s)", value))
+
+
+def _check_duration(value: str) -> str:
+    duration_ms(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
 
 
 class GatewayClassSpec(Model):
@@ -136,19 +155,51 @@ class HTTPRequestRedirectFilter(Model):
     status_code: Literal[301, 302, 303, 307, 308] = 302
 
 
+class HTTPURLRewriteFilter(Model):
+    hostname: str | None = None
+    path: HTTPPathModifier | None = None
+
+
+class Fraction(Model):
+    numerator: int = Field(ge=0)
+    denominator: int = Field(default=100, ge=1)
+
+
+class HTTPRequestMirrorFilter(Model):
+    backend_ref: BackendObjectReference
+    percent: int | None = Field(default=None, ge=0, le=100)
+    fraction: Fraction | None = None
+
+
 class HTTPRouteFilter(Model):
     type: str
     request_header_modifier: HTTPHeaderFilter | None = None
     response_header_modifier: HTTPHeaderFilter | None = None
     request_redirect: HTTPRequestRedirectFilter | None = None
+    url_rewrite: HTTPURLRewriteFilter | None = Field(default=None, alias="urlRewrite")
+    request_mirror: HTTPRequestMirrorFilter | None = None
 
 
-class HTTPBackendRef(Model):
+class HTTPRouteTimeouts(Model):
+    request: Duration | None = None
+    backend_request: Duration | None = None
+
+
+class HTTPRouteRetry(Model):
+    codes: tuple[int, ...] = ()
+    attempts: int | None = Field(default=None, ge=0)
+    backoff: Duration | None = None
+
+
+class BackendObjectReference(Model):
     group: str = ""
     kind: str = "Service"
     name: str
     namespace: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class HTTPBackendRef(BackendObjectReference):
     weight: int = Field(default=1, ge=0, le=1_000_000)
     filters: tuple[HTTPRouteFilter, ...] = ()
 
@@ -158,6 +209,8 @@ class HTTPRouteRule(Model):
     matches: tuple[HTTPRouteMatch, ...] = (HTTPRouteMatch(),)
     filters: tuple[HTTPRouteFilter, ...] = ()
     backend_refs: tuple[HTTPBackendRef, ...] = ()
+    timeouts: HTTPRouteTimeouts | None = None
+    retry: HTTPRouteRetry | None = None
 
 
 class HTTPRouteSpec(Model):

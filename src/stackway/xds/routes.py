@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from google.protobuf import wrappers_pb2
+from envoy.type.v3 import percent_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
 
 from stackway.ir import model as ir
 
@@ -57,18 +61,34 @@ def _header_options(
     ]
 
 
-def _apply_request_headers(route: rc.Route, mod: ir.HeaderModifier) -> None:
-    route.request_headers_to_add.extend(_header_options(mod.set, base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD))
-    route.request_headers_to_add.extend(_header_options(mod.add, base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD))
-    route.request_headers_to_remove.extend(mod.remove)
+def _apply_headers(target: Any, mod: ir.HeaderModifier, direction: str) -> None:
+    """Gateway API set/add/remove on a Route or a ClusterWeight (both carry the same header fields)."""
+    to_add = getattr(target, f"{direction}_headers_to_add")
+    to_add.extend(_header_options(mod.set, base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD))
+    to_add.extend(_header_options(mod.add, base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD))
+    getattr(target, f"{direction}_headers_to_remove").extend(mod.remove)
 
 
-def _apply_response_headers(route: rc.Route, mod: ir.HeaderModifier) -> None:
-    route.response_headers_to_add.extend(
-        _header_options(mod.set, base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
-    )
-    route.response_headers_to_add.extend(_header_options(mod.add, base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD))
-    route.response_headers_to_remove.extend(mod.remove)
+def path_rewrite(
+    full_path: str | None, prefix: str | None, replacement: str | None
+) -> regex_pb2.RegexMatchAndSubstitute | None:
+    """Gateway API path rewrites as one RE2 substitution on the path (the query string is kept).
+
+    Envoy's prefix_rewrite would turn "/prefix/x" with replacement "/" into "//x"; Gateway API wants
+    "/x", and a trailing slash in either prefix or replacement is not significant.
+    """
+    if full_path is not None:
+        return regex_pb2.RegexMatchAndSubstitute(pattern=regex_pb2.RegexMatcher(regex="^/.*$"), substitution=full_path)
+    if prefix is None or replacement is None:
+        return None
+    matched, repl = prefix.rstrip("/"), replacement.rstrip("/")
+    if not matched:
+        pattern, substitution = "^/", repl + "/"
+    elif not repl:
+        pattern, substitution = f"^{re.escape(matched)}/*", "/"
+    else:
+        pattern, substitution = f"^{re.escape(matched)}", repl
+    return regex_pb2.RegexMatchAndSubstitute(pattern=regex_pb2.RegexMatcher(regex=pattern), substitution=substitution)
 
 
 def _redirect(r: ir.Redirect) -> rc.RedirectAction:
@@ -79,10 +99,59 @@ def _redirect(r: ir.Redirect) -> rc.RedirectAction:
         out.host_redirect = r.hostname
     if r.port:
         out.port_redirect = r.port
-    if r.full_path is not None:
-        out.path_redirect = r.full_path
-    elif r.prefix_replacement is not None:
-        out.prefix_rewrite = r.prefix_replacement
+    rewrite = path_rewrite(r.full_path, r.prefix, r.prefix_replacement)
+    if rewrite is not None:
+        out.regex_rewrite.CopyFrom(rewrite)
+    return out
+
+
+def _duration(ms: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def _forward(action: ir.Forward) -> rc.RouteAction:
+    out = rc.RouteAction()
+    plain = len(action.clusters) == 1 and not (
+        action.clusters[0].request_headers or action.clusters[0].response_headers
+    )
+    if plain:
+        out.cluster = action.clusters[0].cluster
+    else:
+        for wc in action.clusters:
+            weight = rc.WeightedCluster.ClusterWeight(name=wc.cluster, weight=wrappers_pb2.UInt32Value(value=wc.weight))
+            if wc.request_headers is not None:
+                _apply_headers(weight, wc.request_headers, "request")
+            if wc.response_headers is not None:
+                _apply_headers(weight, wc.response_headers, "response")
+            out.weighted_clusters.clusters.append(weight)
+    for mirror in action.mirrors:
+        policy = rc.RouteAction.RequestMirrorPolicy(cluster=mirror.cluster)
+        if mirror.per_million < 1_000_000:
+            policy.runtime_fraction.default_value.numerator = mirror.per_million
+            policy.runtime_fraction.default_value.denominator = percent_pb2.FractionalPercent.MILLION
+        out.request_mirror_policies.append(policy)
+    if action.rewrite is not None:
+        if action.rewrite.hostname:
+            out.host_rewrite_literal = action.rewrite.hostname
+        rewrite = path_rewrite(action.rewrite.full_path, action.rewrite.prefix, action.rewrite.prefix_replacement)
+        if rewrite is not None:
+            out.regex_rewrite.CopyFrom(rewrite)
+    if action.timeout_ms is not None:
+        out.timeout.CopyFrom(_duration(action.timeout_ms))
+    if action.retry is not None:
+        retry = action.retry
+        policy = rc.RetryPolicy(
+            retry_on="retriable-status-codes,connect-failure,refused-stream,reset",
+            num_retries=wrappers_pb2.UInt32Value(value=retry.attempts),
+            retriable_status_codes=list(retry.codes),
+        )
+        if retry.backoff_ms:
+            policy.retry_back_off.base_interval.CopyFrom(_duration(retry.backoff_ms))
+        if action.per_try_timeout_ms:
+            policy.per_try_timeout.CopyFrom(_duration(action.per_try_timeout_ms))
+        out.retry_policy.CopyFrom(policy)
+    elif action.per_try_timeout_ms:
+        out.retry_policy.per_try_timeout.CopyFrom(_duration(action.per_try_timeout_ms))
     return out
 
 
@@ -90,13 +159,7 @@ def build_route(route: ir.Route) -> rc.Route:
     out = rc.Route(name=route.name, match=_route_match(route.match))
     action = route.action
     if isinstance(action, ir.Forward):
-        if len(action.clusters) == 1:
-            out.route.cluster = action.clusters[0].cluster
-        else:
-            out.route.weighted_clusters.clusters.extend(
-                rc.WeightedCluster.ClusterWeight(name=wc.cluster, weight=wrappers_pb2.UInt32Value(value=wc.weight))
-                for wc in action.clusters
-            )
+        out.route.CopyFrom(_forward(action))
     elif isinstance(action, ir.Redirect):
         out.redirect.CopyFrom(_redirect(action))
     else:
@@ -104,9 +167,9 @@ def build_route(route: ir.Route) -> rc.Route:
         if action.body:
             out.direct_response.body.inline_string = action.body
     if route.request_headers is not None:
-        _apply_request_headers(out, route.request_headers)
+        _apply_headers(out, route.request_headers, "request")
     if route.response_headers is not None:
-        _apply_response_headers(out, route.response_headers)
+        _apply_headers(out, route.response_headers, "response")
     return out
 
 

@@ -46,6 +46,7 @@ def _route_problems(route: ir.Route, clusters: set[str]) -> list[str]:
     if isinstance(route.action, ir.Forward):
         if not route.action.clusters:
             out.append("forward without clusters")
-        out.extend(f"unknown cluster {wc.cluster}" for wc in route.action.clusters if wc.cluster not in clusters)
+        referenced = [wc.cluster for wc in route.action.clusters] + [m.cluster for m in route.action.mirrors]
+        out.extend(f"unknown cluster {name}" for name in referenced if name not in clusters)
         out.extend(f"weight {wc.weight} of {wc.cluster}" for wc in route.action.clusters if wc.weight <= 0)
     return out

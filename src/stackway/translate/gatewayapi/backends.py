@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from stackway.ir import model as ir
 from stackway.resources.core import Service, ServicePort
-from stackway.resources.gatewayapi import GROUP, HTTPBackendRef
+from stackway.resources.gatewayapi import GROUP, BackendObjectReference
 from stackway.translate import conditions as c
 from stackway.translate.context import Context
 from stackway.translate.refs import granted
@@ -25,7 +25,9 @@ def cluster_name(namespace: str, service: str, port: int) -> str:
     return f"service/{namespace}/{service}/{port}"
 
 
-def resolve_backend(ctx: Context, route_kind: str, route_ns: str, ref: HTTPBackendRef) -> ir.Cluster | BackendFailure:
+def resolve_backend(
+    ctx: Context, route_kind: str, route_ns: str, ref: BackendObjectReference
+) -> ir.Cluster | BackendFailure:
     if ref.group != "" or ref.kind != "Service":
         return BackendFailure(c.R_INVALID_KIND, f"backendRef kind {ref.group or 'core'}/{ref.kind} is not supported")
     ns = ref.namespace or route_ns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,11 +10,14 @@ from stackway.ir import model as ir
 from stackway.ir.regex import regex_problem
 from stackway.resources.gatewayapi import (
     GROUP,
-    HTTPBackendRef,
+    BackendObjectReference,
+    HTTPRequestMirrorFilter,
     HTTPRoute,
     HTTPRouteFilter,
     HTTPRouteMatch,
+    HTTPRouteRule,
     ParentReference,
+    duration_ms,
 )
 from stackway.resources.raw import ObjectKey
 from stackway.translate import conditions as c
@@ -22,7 +26,10 @@ from stackway.translate.gatewayapi.backends import BackendFailure, resolve_backe
 from stackway.translate.gatewayapi.gateways import GatewayView, ListenerView
 from stackway.translate.hostnames import effective_hostnames
 
-SUPPORTED_FILTERS = frozenset({"RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect"})
+SUPPORTED_FILTERS = frozenset(
+    {"RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite", "RequestMirror"}
+)
+BACKEND_FILTERS = frozenset({"RequestHeaderModifier", "ResponseHeaderModifier"})
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ class RouteTranslator:
         self.gateways = {(g.key.namespace, g.key.name): g for g in gateways}
         self.placed: list[Placed] = []
         self.clusters: dict[str, ir.Cluster] = {}
-        self._backends: dict[tuple[str, HTTPBackendRef], ir.Cluster | BackendFailure] = {}
+        self._backends: dict[tuple[str, BackendObjectReference], ir.Cluster | BackendFailure] = {}
 
     def translate_all(self) -> None:
         routes = sorted(
@@ -161,40 +168,24 @@ class RouteTranslator:
     def _rules(
         self, key: ObjectKey, route: HTTPRoute, age: int
     ) -> tuple[list[tuple[tuple[Any, ...], ir.Route]], tuple[bool, str, str]]:
-        resolved: tuple[bool, str, str] = (True, c.R_RESOLVED_REFS, "")
+        self._resolved: tuple[bool, str, str] = (True, c.R_RESOLVED_REFS, "")
         out: list[tuple[tuple[Any, ...], ir.Route]] = []
         for r_index, rule in enumerate(route.spec.rules):
-            request_headers = response_headers = None
-            redirect: ir.Redirect | None = None
-            for f in rule.filters:
-                if f.type == "RequestHeaderModifier" and f.request_header_modifier:
-                    request_headers = _header_modifier(f.request_header_modifier)
-                elif f.type == "ResponseHeaderModifier" and f.response_header_modifier:
-                    response_headers = _header_modifier(f.response_header_modifier)
-                elif f.type == "RequestRedirect" and f.request_redirect:
-                    redirect = _redirect(f)
-            action: ir.Action
-            if redirect is not None:
-                action = redirect
-            else:
-                weighted: list[ir.WeightedCluster] = []
-                for b_index, ref in enumerate(rule.backend_refs):
-                    memo = (key.namespace, ref)
-                    result = self._backends.get(memo) or self._backends.setdefault(
-                        memo, resolve_backend(self.ctx, "HTTPRoute", key.namespace, ref)
-                    )
-                    if isinstance(result, BackendFailure):
-                        if resolved[0]:
-                            resolved = (False, result.reason, result.message)
-                        self.ctx.problem(key, f"spec.rules[{r_index}].backendRefs[{b_index}]", result.message)
-                        continue
-                    self.clusters[result.name] = result
-                    if ref.weight > 0:
-                        weighted.append(ir.WeightedCluster(result.name, ref.weight))
-                # No usable backend (none given, all invalid, all weight 0) answers 500, as the spec requires.
-                action = ir.Forward(tuple(weighted)) if weighted else ir.DirectResponse(500)
+            filters = {f.type: f for f in rule.filters}
+            request_headers = _header_modifier(filters.get("RequestHeaderModifier"), "request")
+            response_headers = _header_modifier(filters.get("ResponseHeaderModifier"), "response")
             rule_id = rule.name or str(r_index)
+            forward = None if "RequestRedirect" in filters else self._forward(key, rule, r_index)
             for m_index, match in enumerate(rule.matches):
+                prefix = match.path.value if match.path.type == "PathPrefix" else None
+                action: ir.Action
+                if "RequestRedirect" in filters:
+                    action = _redirect(filters["RequestRedirect"], prefix)
+                elif forward is None:
+                    # No usable backend (none given, all invalid, all weight 0): the spec requires a 500.
+                    action = ir.DirectResponse(500)
+                else:
+                    action = dataclasses.replace(forward, rewrite=_rewrite(filters.get("URLRewrite"), prefix))
                 irroute = ir.Route(
                     name=f"httproute/{key.namespace}/{key.name}/rule/{rule_id}/match/{m_index}",
                     match=_match(match),
@@ -203,7 +194,70 @@ class RouteTranslator:
                     response_headers=response_headers,
                 )
                 out.append(((*precedence(match), age, r_index, m_index), irroute))
-        return out, resolved
+        return out, self._resolved
+
+    def _resolve(self, key: ObjectKey, ref: BackendObjectReference, fld: str) -> ir.Cluster | None:
+        memo = (key.namespace, ref)
+        result = self._backends.get(memo)
+        if result is None:
+            result = self._backends[memo] = resolve_backend(self.ctx, "HTTPRoute", key.namespace, ref)
+        if isinstance(result, BackendFailure):
+            if self._resolved[0]:
+                self._resolved = (False, result.reason, result.message)
+            self.ctx.problem(key, fld, result.message)
+            return None
+        self.clusters[result.name] = result
+        return result
+
+    def _forward(self, key: ObjectKey, rule: HTTPRouteRule, r_index: int) -> ir.Forward | None:
+        weighted: list[ir.WeightedCluster] = []
+        for b_index, ref in enumerate(rule.backend_refs):
+            cluster = self._resolve(key, ref, f"spec.rules[{r_index}].backendRefs[{b_index}]")
+            if cluster is not None and ref.weight > 0:
+                bfilters = {f.type: f for f in ref.filters}
+                weighted.append(
+                    ir.WeightedCluster(
+                        cluster.name,
+                        ref.weight,
+                        request_headers=_header_modifier(bfilters.get("RequestHeaderModifier"), "request"),
+                        response_headers=_header_modifier(bfilters.get("ResponseHeaderModifier"), "response"),
+                    )
+                )
+        if not weighted:
+            return None
+        mirrors: list[ir.Mirror] = []
+        for f_index, f in enumerate(rule.filters):
+            if f.type == "RequestMirror" and f.request_mirror is not None:
+                spec = f.request_mirror
+                cluster = self._resolve(
+                    key, spec.backend_ref, f"spec.rules[{r_index}].filters[{f_index}].requestMirror"
+                )
+                if cluster is not None:
+                    mirrors.append(ir.Mirror(cluster.name, _per_million(spec)))
+        timeout_ms = per_try_ms = None
+        if rule.timeouts is not None:
+            request = duration_ms(rule.timeouts.request) if rule.timeouts.request else None
+            backend = duration_ms(rule.timeouts.backend_request) if rule.timeouts.backend_request else None
+            timeout_ms = request if request is not None else backend
+            per_try_ms = backend if request is not None and backend is not None else None
+        retry = None
+        if rule.retry is not None and (rule.retry.attempts or rule.retry.codes):
+            retry = ir.Retry(
+                attempts=rule.retry.attempts if rule.retry.attempts is not None else 1,
+                codes=rule.retry.codes,
+                backoff_ms=duration_ms(rule.retry.backoff) if rule.retry.backoff else None,
+            )
+        return ir.Forward(
+            tuple(weighted), mirrors=tuple(mirrors), timeout_ms=timeout_ms, per_try_timeout_ms=per_try_ms, retry=retry
+        )
+
+
+def _per_million(spec: HTTPRequestMirrorFilter) -> int:
+    if spec.fraction is not None:
+        return min(1_000_000, int(spec.fraction.numerator) * 1_000_000 // int(spec.fraction.denominator))
+    if spec.percent is not None:
+        return int(spec.percent) * 10_000
+    return 1_000_000
 
 
 def _unsupported(route: HTTPRoute) -> tuple[str, str] | None:
@@ -230,10 +284,24 @@ def _unsupported(route: HTTPRoute) -> tuple[str, str] | None:
             if f.type not in SUPPORTED_FILTERS:
                 return (f"spec.rules[{r_index}].filters[{f_index}].type", f"filter type {f.type!r} is not supported")
         for b_index, ref in enumerate(rule.backend_refs):
-            if ref.filters:
+            for f_index, f in enumerate(ref.filters):
+                if f.type not in BACKEND_FILTERS:
+                    return (
+                        f"spec.rules[{r_index}].backendRefs[{b_index}].filters[{f_index}].type",
+                        f"backendRef filter type {f.type!r} is not supported",
+                    )
+        types = [f.type for f in rule.filters]
+        if "RequestRedirect" in types and "URLRewrite" in types:
+            return f"spec.rules[{r_index}].filters", "RequestRedirect and URLRewrite cannot be combined"
+        for f_index, f in enumerate(rule.filters):
+            path = (f.request_redirect.path if f.request_redirect else None) or (
+                f.url_rewrite.path if f.url_rewrite else None
+            )
+            prefix_only = all(m.path.type == "PathPrefix" for m in rule.matches)
+            if path is not None and path.type == "ReplacePrefixMatch" and not prefix_only:
                 return (
-                    f"spec.rules[{r_index}].backendRefs[{b_index}].filters",
-                    "backendRef filters are not supported yet",
+                    f"spec.rules[{r_index}].filters[{f_index}]",
+                    "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match",
                 )
     return None
 
@@ -270,7 +338,10 @@ def _match(match: HTTPRouteMatch) -> ir.Match:
     )
 
 
-def _header_modifier(spec: Any) -> ir.HeaderModifier:
+def _header_modifier(f: HTTPRouteFilter | None, which: str) -> ir.HeaderModifier | None:
+    spec = None if f is None else f.request_header_modifier if which == "request" else f.response_header_modifier
+    if spec is None:
+        return None
     return ir.HeaderModifier(
         set=tuple((h.name, h.value) for h in spec.set),
         add=tuple((h.name, h.value) for h in spec.add),
@@ -278,16 +349,28 @@ def _header_modifier(spec: Any) -> ir.HeaderModifier:
     )
 
 
-def _redirect(f: HTTPRouteFilter) -> ir.Redirect:
+def _redirect(f: HTTPRouteFilter, prefix: str | None) -> ir.Redirect:
     spec = f.request_redirect
     assert spec is not None
-    full = spec.path.replace_full_path if spec.path and spec.path.type == "ReplaceFullPath" else None
-    prefix = spec.path.replace_prefix_match if spec.path and spec.path.type == "ReplacePrefixMatch" else None
+    path = spec.path
     return ir.Redirect(
         status_code=spec.status_code,
         scheme=spec.scheme,
         hostname=spec.hostname,
         port=spec.port,
-        full_path=full,
-        prefix_replacement=prefix,
+        full_path=path.replace_full_path if path and path.type == "ReplaceFullPath" else None,
+        prefix=prefix if path and path.type == "ReplacePrefixMatch" else None,
+        prefix_replacement=path.replace_prefix_match if path and path.type == "ReplacePrefixMatch" else None,
+    )
+
+
+def _rewrite(f: HTTPRouteFilter | None, prefix: str | None) -> ir.Rewrite | None:
+    if f is None or f.url_rewrite is None:
+        return None
+    path = f.url_rewrite.path
+    return ir.Rewrite(
+        hostname=f.url_rewrite.hostname,
+        full_path=path.replace_full_path if path and path.type == "ReplaceFullPath" else None,
+        prefix=prefix if path and path.type == "ReplacePrefixMatch" else None,
+        prefix_replacement=path.replace_prefix_match if path and path.type == "ReplacePrefixMatch" else None,
     )

@@ -40,13 +40,13 @@ def translate_gateway_api(ctx: Context) -> ir.IR:
     _status_for_invalid(ctx, ours, views)
     listeners = _assemble(views, routes.placed)
     used = {
-        wc.cluster
+        name
         for lst in listeners
         for fc in lst.filter_chains
         for vh in fc.route_config.virtual_hosts
         for rt in vh.routes
         if isinstance(rt.action, ir.Forward)
-        for wc in rt.action.clusters
+        for name in (*(wc.cluster for wc in rt.action.clusters), *(m.cluster for m in rt.action.mirrors))
     }
     clusters = tuple(routes.clusters[name] for name in sorted(used))
     return ir.IR(listeners=listeners, clusters=clusters)
