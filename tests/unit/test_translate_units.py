@@ -6,7 +6,8 @@ import pytest
 
 from stackway.resources.base import LabelSelector
 from stackway.resources.gatewayapi import HTTPRouteMatch, ReferenceGrant
-from stackway.translate.gatewayapi.httproutes import precedence
+from stackway.translate.gatewayapi.httprules import http_match
+from stackway.translate.gatewayapi.routes import precedence
 from stackway.translate.hostnames import effective_hostnames, intersect
 from stackway.translate.refs import granted
 
@@ -91,5 +92,10 @@ def test_precedence_order_follows_the_spec() -> None:
             headers=[{"name": "x", "value": "1"}, {"name": "y", "value": "2"}],
         ),
     ]
-    ordered = sorted(range(len(matches)), key=lambda i: precedence(matches[i]))
+
+    def key(i: int) -> tuple[object, ...]:
+        m = http_match(matches[i])
+        return precedence(m.path, m.method, len(m.headers), len(m.query_params))
+
+    ordered = sorted(range(len(matches)), key=key)
     assert ordered == [4, 3, 2, 6, 1, 5, 0]

@@ -27,6 +27,7 @@ KINDS: dict[tuple[str, str], tuple[type[BaseModel], frozenset[str]]] = {
     (GW, "GatewayClass"): (gatewayapi.GatewayClass, frozenset({f"{GW}/v1", f"{GW}/v1beta1"})),
     (GW, "Gateway"): (gatewayapi.Gateway, frozenset({f"{GW}/v1", f"{GW}/v1beta1"})),
     (GW, "HTTPRoute"): (gatewayapi.HTTPRoute, frozenset({f"{GW}/v1", f"{GW}/v1beta1"})),
+    (GW, "GRPCRoute"): (gatewayapi.GRPCRoute, frozenset({f"{GW}/v1"})),
     (GW, "ReferenceGrant"): (gatewayapi.ReferenceGrant, frozenset({f"{GW}/v1", f"{GW}/v1beta1"})),
 }
 

@@ -244,3 +244,32 @@ class ReferenceGrantSpec(Model):
 class ReferenceGrant(Model):
     metadata: ObjectMeta
     spec: ReferenceGrantSpec
+
+
+class GRPCMethodMatch(Model):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    service: str | None = None
+    method: str | None = None
+
+
+class GRPCRouteMatch(Model):
+    method: GRPCMethodMatch | None = None
+    headers: tuple[HTTPHeaderMatch, ...] = ()
+
+
+class GRPCRouteRule(Model):
+    name: str | None = None
+    matches: tuple[GRPCRouteMatch, ...] = (GRPCRouteMatch(),)
+    filters: tuple[HTTPRouteFilter, ...] = ()
+    backend_refs: tuple[HTTPBackendRef, ...] = ()
+
+
+class GRPCRouteSpec(Model):
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    rules: tuple[GRPCRouteRule, ...] = (GRPCRouteRule(),)
+
+
+class GRPCRoute(Model):
+    metadata: ObjectMeta
+    spec: GRPCRouteSpec = GRPCRouteSpec()

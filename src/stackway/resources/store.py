@@ -32,6 +32,7 @@ class Resources:
     gateway_classes: Mapping[str, gatewayapi.GatewayClass] = field(default_factory=dict)
     gateways: Mapping[NsName, gatewayapi.Gateway] = field(default_factory=dict)
     http_routes: Mapping[NsName, gatewayapi.HTTPRoute] = field(default_factory=dict)
+    grpc_routes: Mapping[NsName, gatewayapi.GRPCRoute] = field(default_factory=dict)
     reference_grants: Mapping[NsName, gatewayapi.ReferenceGrant] = field(default_factory=dict)
     #: Objects that never parsed (no last good version), so they can still get a status condition.
     invalid: Mapping[ObjectKey, InvalidObject] = field(default_factory=dict)
@@ -51,6 +52,7 @@ class Resources:
         classes: dict[str, gatewayapi.GatewayClass] = {}
         gateways: dict[NsName, gatewayapi.Gateway] = {}
         routes: dict[NsName, gatewayapi.HTTPRoute] = {}
+        grpc_routes: dict[NsName, gatewayapi.GRPCRoute] = {}
         grants: dict[NsName, gatewayapi.ReferenceGrant] = {}
         for key, obj in sorted(typed, key=lambda item: item[0]):
             nsname = (key.namespace, key.name)
@@ -70,6 +72,8 @@ class Resources:
                     gateways[nsname] = obj
                 case gatewayapi.HTTPRoute():
                     routes[nsname] = obj
+                case gatewayapi.GRPCRoute():
+                    grpc_routes[nsname] = obj
                 case gatewayapi.ReferenceGrant():
                     grants[nsname] = obj
         return cls(
@@ -80,6 +84,7 @@ class Resources:
             gateway_classes=classes,
             gateways=gateways,
             http_routes=routes,
+            grpc_routes=grpc_routes,
             reference_grants=grants,
             invalid=dict(invalid or {}),
             sources=dict(sources or {}),

@@ -26,8 +26,9 @@ def cluster_name(namespace: str, service: str, port: int) -> str:
 
 
 def resolve_backend(
-    ctx: Context, route_kind: str, route_ns: str, ref: BackendObjectReference
+    ctx: Context, route_kind: str, route_ns: str, ref: BackendObjectReference, *, force_h2c: bool = False
 ) -> ir.Cluster | BackendFailure:
+    """A Service port as a cluster. `force_h2c` (GRPCRoute) speaks HTTP/2 whatever the port's appProtocol."""
     if ref.group != "" or ref.kind != "Service":
         return BackendFailure(c.R_INVALID_KIND, f"backendRef kind {ref.group or 'core'}/{ref.kind} is not supported")
     ns = ref.namespace or route_ns
@@ -52,10 +53,13 @@ def resolve_backend(
     port = svc.port(ref.port)
     if port is None:
         return BackendFailure(c.R_BACKEND_NOT_FOUND, f"Service {ns}/{ref.name} has no port {ref.port}")
+    declared_h2c = port.app_protocol in H2C_APP_PROTOCOLS
+    name = cluster_name(ns, ref.name, ref.port)
     return ir.Cluster(
-        name=cluster_name(ns, ref.name, ref.port),
+        # A Service port used as HTTP/1 by one route and as gRPC by another needs two clusters.
+        name=f"{name}/h2c" if force_h2c and not declared_h2c else name,
         endpoints=_endpoints(ctx, ns, svc, port),
-        protocol="h2c" if port.app_protocol in H2C_APP_PROTOCOLS else "http1",
+        protocol="h2c" if declared_h2c or force_h2c else "http1",
     )
 
 

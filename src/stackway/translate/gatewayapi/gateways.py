@@ -16,7 +16,10 @@ from stackway.translate.context import Context
 from stackway.translate.refs import granted
 
 SUPPORTED_PROTOCOLS = ("HTTP", "HTTPS")
-ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {"HTTP": ("HTTPRoute",), "HTTPS": ("HTTPRoute",)}
+ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
+    "HTTP": ("HTTPRoute", "GRPCRoute"),
+    "HTTPS": ("HTTPRoute", "GRPCRoute"),
+}
 
 
 @dataclass

@@ -12,7 +12,7 @@ from stackway.resources.gatewayapi import GROUP
 from stackway.translate import conditions as c
 from stackway.translate.context import Context
 from stackway.translate.gatewayapi.gateways import GatewayView, gateway_classes, gateway_status, gateways
-from stackway.translate.gatewayapi.httproutes import Placed, RouteTranslator
+from stackway.translate.gatewayapi.routes import Placed, RouteTranslator
 
 
 @dataclass
