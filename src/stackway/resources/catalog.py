@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from stackway.resources import core, gatewayapi
+from stackway.resources import core, gatewayapi, networking
 from stackway.resources.base import describe_validation_error
 from stackway.resources.raw import ObjectKey, RawObject
 
@@ -24,6 +24,8 @@ KINDS: dict[tuple[str, str], tuple[type[BaseModel], frozenset[str]]] = {
     ("", "Service"): (core.Service, frozenset({"v1"})),
     ("", "Secret"): (core.Secret, frozenset({"v1"})),
     ("discovery.k8s.io", "EndpointSlice"): (core.EndpointSlice, frozenset({"discovery.k8s.io/v1"})),
+    ("networking.k8s.io", "Ingress"): (networking.Ingress, frozenset({"networking.k8s.io/v1"})),
+    ("networking.k8s.io", "IngressClass"): (networking.IngressClass, frozenset({"networking.k8s.io/v1"})),
     (GW, "GatewayClass"): (gatewayapi.GatewayClass, frozenset({f"{GW}/v1", f"{GW}/v1beta1"})),
     (GW, "Gateway"): (gatewayapi.Gateway, frozenset({f"{GW}/v1", f"{GW}/v1beta1"})),
     (GW, "HTTPRoute"): (gatewayapi.HTTPRoute, frozenset({f"{GW}/v1", f"{GW}/v1beta1"})),

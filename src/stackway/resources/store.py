@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from stackway.resources import core, gatewayapi
+from stackway.resources import core, gatewayapi, networking
 from stackway.resources.catalog import InvalidObject, is_ignored, is_supported, parse
 from stackway.resources.raw import ObjectKey, RawObject, Source
 
@@ -34,6 +34,8 @@ class Resources:
     http_routes: Mapping[NsName, gatewayapi.HTTPRoute] = field(default_factory=dict)
     grpc_routes: Mapping[NsName, gatewayapi.GRPCRoute] = field(default_factory=dict)
     reference_grants: Mapping[NsName, gatewayapi.ReferenceGrant] = field(default_factory=dict)
+    ingresses: Mapping[NsName, networking.Ingress] = field(default_factory=dict)
+    ingress_classes: Mapping[str, networking.IngressClass] = field(default_factory=dict)
     #: Objects that never parsed (no last good version), so they can still get a status condition.
     invalid: Mapping[ObjectKey, InvalidObject] = field(default_factory=dict)
     sources: Mapping[ObjectKey, Source] = field(default_factory=dict)
@@ -54,6 +56,8 @@ class Resources:
         routes: dict[NsName, gatewayapi.HTTPRoute] = {}
         grpc_routes: dict[NsName, gatewayapi.GRPCRoute] = {}
         grants: dict[NsName, gatewayapi.ReferenceGrant] = {}
+        ingresses: dict[NsName, networking.Ingress] = {}
+        ingress_classes: dict[str, networking.IngressClass] = {}
         for key, obj in sorted(typed, key=lambda item: item[0]):
             nsname = (key.namespace, key.name)
             match obj:
@@ -76,6 +80,10 @@ class Resources:
                     grpc_routes[nsname] = obj
                 case gatewayapi.ReferenceGrant():
                     grants[nsname] = obj
+                case networking.Ingress():
+                    ingresses[nsname] = obj
+                case networking.IngressClass():
+                    ingress_classes[key.name] = obj
         return cls(
             namespaces=namespaces,
             services=services,
@@ -86,6 +94,8 @@ class Resources:
             http_routes=routes,
             grpc_routes=grpc_routes,
             reference_grants=grants,
+            ingresses=ingresses,
+            ingress_classes=ingress_classes,
             invalid=dict(invalid or {}),
             sources=dict(sources or {}),
         )

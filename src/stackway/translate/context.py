@@ -18,6 +18,9 @@ class Options:
     default_address: str = "0.0.0.0"
     accept_any_class: bool = False
     now: str = "1970-01-01T00:00:00Z"
+    ingress_controller: str = "stackway.dev/ingress-controller"
+    ingress_http_port: int = 80
+    ingress_https_port: int = 443
 
 
 @dataclass

@@ -13,6 +13,7 @@ from stackway.translate import conditions as c
 from stackway.translate.context import Context
 from stackway.translate.gatewayapi.gateways import GatewayView, gateway_classes, gateway_status, gateways
 from stackway.translate.gatewayapi.routes import Placed, RouteTranslator
+from stackway.translate.ingress import translate_ingresses
 
 
 @dataclass
@@ -38,7 +39,8 @@ def translate_gateway_api(ctx: Context) -> ir.IR:
     for view in views:
         ctx.statuses[view.key] = gateway_status(ctx, view)
     _status_for_invalid(ctx, ours, views)
-    listeners = _assemble(views, routes.placed)
+    views += translate_ingresses(ctx, routes)
+    listeners = _assemble(ctx, views, routes.placed)
     used = {
         name
         for lst in listeners
@@ -56,7 +58,7 @@ def _chain_key(protocol: str, hostname: str | None) -> str:
     return "*" if protocol == "HTTP" or hostname is None else hostname
 
 
-def _assemble(views: list[GatewayView], placed: list[Placed]) -> tuple[ir.Listener, ...]:
+def _assemble(ctx: Context, views: list[GatewayView], placed: list[Placed]) -> tuple[ir.Listener, ...]:
     sockets: dict[tuple[str, int], _Socket] = {}
     for view in views:
         if view.address_problem:
@@ -66,13 +68,18 @@ def _assemble(views: list[GatewayView], placed: list[Placed]) -> tuple[ir.Listen
                 continue
             for address in view.addresses:
                 sock = sockets.setdefault((address, lv.spec.port), _Socket(address, lv.spec.port, lv.spec.protocol))
+                if sock.protocol != lv.spec.protocol:
+                    # Only Ingress can get here (Gateways were checked): its ports are taken by a Gateway.
+                    ctx.problem(view.key, lv.name, f"{address}:{lv.spec.port} already serves {sock.protocol}")
+                    lv.accepted = (False, "PortUnavailable", "port taken")
+                    continue
                 key = _chain_key(sock.protocol, lv.spec.hostname)
                 if key not in sock.chains:
                     names = (lv.spec.hostname,) if sock.protocol == "HTTPS" and lv.spec.hostname else ()
                     sock.chains[key] = _Chain(names, lv.certificates)
     for p in placed:
         view = p.listener.gateway
-        if view.address_problem:
+        if view.address_problem or not p.listener.serving:
             continue
         for address in view.addresses:
             sock = sockets[(address, p.listener.spec.port)]
