@@ -99,3 +99,11 @@ def test_precedence_order_follows_the_spec() -> None:
 
     ordered = sorted(range(len(matches)), key=key)
     assert ordered == [4, 3, 2, 6, 1, 5, 0]
+
+
+def test_regex_problems_match_what_envoy_refuses() -> None:
+    from stackway.ir.regex import regex_problem
+
+    assert regex_problem("/api/v[0-9]+/.*") is None
+    assert "missing" in (regex_problem("/(unclosed") or "")
+    assert "too complex" in (regex_problem("/(a|b|c|d|e|f|g|h|i|j|k|l|m|n|o|p){20}") or "")

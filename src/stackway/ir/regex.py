@@ -9,10 +9,17 @@ from __future__ import annotations
 import re2  # type: ignore[import-not-found,unused-ignore]
 
 
+#: Envoy refuses patterns whose compiled RE2 program is bigger than this (runtime key
+#: re2.max_program_size.error_level, default 100) and NACKs the whole RouteConfiguration.
+MAX_PROGRAM_SIZE = 100
+
+
 def regex_problem(pattern: str) -> str | None:
-    """None when RE2 compiles the pattern, else RE2's reason."""
+    """None when Envoy will accept the pattern, else why not."""
     try:
-        re2.compile(pattern)
+        compiled = re2.compile(pattern)
     except re2.error as exc:
         return str(exc) or "invalid pattern"
+    if compiled.programsize > MAX_PROGRAM_SIZE:
+        return f"too complex for Envoy (RE2 program size {compiled.programsize} > {MAX_PROGRAM_SIZE})"
     return None
