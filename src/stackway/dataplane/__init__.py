@@ -1,0 +1,1 @@
+"""Envoy data plane: bootstrap rendering and a process supervisor."""
