@@ -24,3 +24,13 @@ def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Conformanc
         yield env
     finally:
         env.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing conformance test shows the end of `stackway up`'s log next to the failed expectation."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    env = getattr(item, "funcargs", {}).get("conformance")
+    if report.when == "call" and report.failed and isinstance(env, Conformance) and env.stackway is not None:
+        report.sections.append(("stackway up log (last lines)", env.stackway.log_tail()))
