@@ -53,14 +53,13 @@ def _hostport(value: str, option: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _load(directory: Path, accept_any_class: bool, address: str = "0.0.0.0") -> tuple[ControlPlane, list[str]]:
+def _load(directory: Path, accept_any_class: bool, address: str = "0.0.0.0") -> ControlPlane:
     from stackway.providers.files import load_directory
 
     loaded = load_directory(directory)
     control = ControlPlane(options=Options(default_address=address, accept_any_class=accept_any_class))
-    control.update(loaded.objects)
-    file_errors = [str(p) for p in loaded.problems]
-    return control, file_errors
+    control.update(loaded.objects, loaded.problems)
+    return control
 
 
 @app.command()
@@ -69,17 +68,16 @@ def validate(directory: DirArg, accept_any_class: AcceptAnyClass = False) -> Non
 
     Runs the same parser and translator as `stackway up`, so what passes here is what would be served.
     """
-    control, file_errors = _load(directory, accept_any_class)
+    control = _load(directory, accept_any_class)
     problems = control.problem_document()
-    errors = len(file_errors) + sum(1 for p in problems if p["severity"] == "error")
+    errors = sum(1 for p in problems if p["severity"] == "error")
     out = Console(soft_wrap=True)
-    for line in file_errors:
-        out.print(f"[red]error[/red]   {line}", highlight=False)
     for p in problems:
-        where = f"{p['file']}:{p['line']}: " if p["file"] else ""
+        where = f"{p['file']}:{p['line'] or ''}: " if p["file"] else ""
         fld = f"{p['field']}: " if p["field"] else ""
         color = "red" if p["severity"] == "error" else "yellow"
-        out.print(f"[{color}]{p['severity']:<7}[/{color}] {where}{p['object']}: {fld}{p['message']}", highlight=False)
+        obj = f"{p['object']}: " if p["object"] else ""
+        out.print(f"[{color}]{p['severity']:<7}[/{color}] {where}{obj}{fld}{p['message']}", highlight=False)
     objects = len(control.resources.sources)
     if errors:
         out.print(f"[red]{errors} error(s)[/red] in {objects} object(s)")
@@ -95,7 +93,7 @@ def translate(
     address: Annotated[str, typer.Option(help="IP the Gateway listeners bind.")] = "0.0.0.0",
 ) -> None:
     """Print the xDS resources (listeners, routes, clusters, endpoints) stackway would serve for DIR."""
-    control, _ = _load(directory, accept_any_class, address)
+    control = _load(directory, accept_any_class, address)
     if control.system_error:
         err.print(f"[red]error:[/red] {control.system_error}")
         raise typer.Exit(1)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import copy
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -26,6 +26,21 @@ from stackway.xds.snapshot import Snapshot
 from stackway.xds.validate import InvalidConfig
 
 log = structlog.get_logger("stackway.controlplane")
+
+
+class SourceProblem(Protocol):
+    """A provider's problem that belongs to no object (e.g. a file that does not parse)."""
+
+    @property
+    def file(self) -> str: ...
+    @property
+    def line(self) -> int | None: ...
+    @property
+    def object(self) -> str | None: ...
+    @property
+    def field(self) -> str | None: ...
+    @property
+    def message(self) -> str: ...
 
 
 def utc_now() -> str:
@@ -83,10 +98,16 @@ class ControlPlane:
     store_problems: list[StoreProblem] = field(default_factory=list)
     translate_problems: tuple[Problem, ...] = ()
     system_error: str | None = None
+    source_problems: tuple[SourceProblem, ...] = ()
     _unstamped: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
 
-    def update(self, objects: Mapping[ObjectKey, RawObject]) -> PublishResult:
+    def update(
+        self, objects: Mapping[ObjectKey, RawObject], source_problems: Sequence[SourceProblem] = ()
+    ) -> PublishResult:
+        """Translate and build from every object a provider knows; `source_problems` are the provider's own
+        (a file that does not parse), reported beside the objects' problems."""
         started = time.perf_counter()
+        self.source_problems = tuple(source_problems)
         resources, self.store_problems = self.store.update(objects)
         self.resources = resources
         result = translate(resources, self.options)
@@ -149,7 +170,17 @@ class ControlPlane:
         return out
 
     def problem_document(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+        out: list[dict[str, Any]] = [
+            {
+                "object": sp.object,
+                "file": sp.file,
+                "line": sp.line,
+                "field": sp.field,
+                "message": sp.message,
+                "severity": "error",
+            }
+            for sp in self.source_problems
+        ]
         for sp in self.store_problems:
             out.append(
                 {

@@ -77,7 +77,7 @@ class Standalone:
         self._published_problems: set[str] = set()
 
     async def _on_change(self, state: Any) -> None:
-        result = self.control.update(state.objects)
+        result = self.control.update(state.objects, state.problems)
         self._log_problems(state)
         if result.snapshot is not None and result.changed:
             await self.cache.set(result.snapshot)
@@ -85,8 +85,7 @@ class Standalone:
 
     def _log_problems(self, state: Any) -> None:
         """Log each problem once when it appears, not on every change."""
-        current = {str(p) for p in state.problems}
-        current |= {
+        current = {
             f"{p['file'] or ''}:{p['line'] or ''} {p['object']}: {p['field']}: {p['message']}"
             for p in self.control.problem_document()
         }
