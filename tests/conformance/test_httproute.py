@@ -6,8 +6,10 @@ tables below are those tests' cases. Each test serves base manifests plus its ow
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -43,6 +45,27 @@ def to(backend: str, path: str, host: str = "", headers: dict[str, str] | None =
 def status(code: int, path: str, host: str = "", headers: dict[str, str] | None = None) -> Case:
     """A request that must be answered with `code` (by the gateway, not a backend)."""
     return Case(Request(path=path, host=host, headers=headers or {}), Expect(status=code))
+
+
+class Subtests:
+    """Upstream's `t.Run` sections: each one fails on its own, and the test reports every failed section."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    @contextlib.contextmanager
+    def run(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except AssertionError as exc:
+            self.failures.append(f"[{name}] {exc}")
+
+    def __enter__(self) -> Subtests:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None and self.failures:
+            pytest.fail(f"{len(self.failures)} subtest(s) failed:\n" + "\n".join(self.failures), pytrace=False)
 
 
 def accepted(env: Conformance, gateway: tuple[str, str], *routes: tuple[str, str], resolved: bool = True) -> None:
@@ -204,39 +227,41 @@ UNSPECIFIED_LISTENER_HOSTNAME_CASES = [
 def test_hostname_intersection(conformance: Conformance) -> None:
     gateway = (INFRA, "httproute-hostname-intersection")
     gateway_all = (INFRA, "httproute-hostname-intersection-all")
-    with conformance.applied("httproute-hostname-intersection"):
-        routes = [
-            (INFRA, "specific-host-matches-listener-specific-host"),
-            (INFRA, "specific-host-matches-listener-wildcard-host"),
-            (INFRA, "wildcard-host-matches-listener-specific-host"),
-            (INFRA, "wildcard-host-matches-listener-wildcard-host"),
-        ]
-        accepted(conformance, gateway, *routes)
-        check_cases(conformance.gateway(*gateway), HOSTNAME_INTERSECTION_CASES)
+    with conformance.applied("httproute-hostname-intersection"), Subtests() as t:
+        with t.run("HTTPRoutes that do intersect with listener hostnames"):
+            routes = [
+                (INFRA, "specific-host-matches-listener-specific-host"),
+                (INFRA, "specific-host-matches-listener-wildcard-host"),
+                (INFRA, "wildcard-host-matches-listener-specific-host"),
+                (INFRA, "wildcard-host-matches-listener-wildcard-host"),
+            ]
+            accepted(conformance, gateway, *routes)
+            check_cases(conformance.gateway(*gateway), HOSTNAME_INTERSECTION_CASES)
 
-        # HTTPRoutes that do not intersect with listener hostnames
-        conformance.status.route_parents(
-            INFRA,
-            "no-intersecting-hosts",
-            [ExpectedParent(gateway[1], INFRA, [Cond("Accepted", "False", "NoMatchingListenerHostname")])],
-            namespace_required=True,
-        )
-        check_cases(conformance.gateway(*gateway), NO_INTERSECTION_CASES)
+        with t.run("HTTPRoutes that do not intersect with listener hostnames"):
+            conformance.status.gateway_and_routes_accepted(gateway, conformance.book.address(*gateway))
+            conformance.status.route_parents(
+                INFRA,
+                "no-intersecting-hosts",
+                [ExpectedParent(gateway[1], INFRA, [Cond("Accepted", "False", "NoMatchingListenerHostname")])],
+                namespace_required=True,
+            )
+            check_cases(conformance.gateway(*gateway), NO_INTERSECTION_CASES)
 
-        # HTTPRoutes have to be counted in AttachedRoutes only if they are Accepted
-        healthy = [Cond("Accepted"), Cond("ResolvedRefs")]
-        conformance.status.gateway_listeners(
-            *gateway,
-            [
-                ExpectedListener("listener-1", 2, healthy),  # specific-host-... and wildcard-host-...-specific-host
-                ExpectedListener("listener-2", 1, healthy),  # specific-host-matches-listener-wildcard-host
-                ExpectedListener("listener-3", 1, healthy),  # wildcard-host-matches-listener-wildcard-host
-            ],
-        )
+        with t.run("HTTPRoutes have to be counted in AttachedRoutes only if they are Accepted"):
+            healthy = [Cond("Accepted"), Cond("ResolvedRefs")]
+            conformance.status.gateway_listeners(
+                *gateway,
+                [
+                    ExpectedListener("listener-1", 2, healthy),  # specific-host-... and wildcard-host-...-specific-host
+                    ExpectedListener("listener-2", 1, healthy),  # specific-host-matches-listener-wildcard-host
+                    ExpectedListener("listener-3", 1, healthy),  # wildcard-host-matches-listener-wildcard-host
+                ],
+            )
 
-        # HTTPRoutes intersect with an unspecified hostname listener
-        accepted(conformance, gateway_all, (INFRA, "httproute-hostname-intersection-all"))
-        check_cases(conformance.gateway(*gateway_all), UNSPECIFIED_LISTENER_HOSTNAME_CASES)
+        with t.run("HTTPRoutes intersects with an unspecified hostname listener"):
+            accepted(conformance, gateway_all, (INFRA, "httproute-hostname-intersection-all"))
+            check_cases(conformance.gateway(*gateway_all), UNSPECIFIED_LISTENER_HOSTNAME_CASES)
 
 
 LISTENER_HOSTNAME_CASES = [
@@ -278,27 +303,35 @@ def test_https_listener(conformance: Conformance) -> None:
 def test_multiple_gateways(conformance: Conformance) -> None:
     all_ns = (INFRA, "all-namespaces")
     shared = (INFRA, "multiple-gateways-shared-route")
-    with conformance.applied("httproute-multiple-gateways"):
-        accepted(conformance, SAME_NS, shared, (INFRA, "same-namespace-dedicated-route"), resolved=False)
-        check_cases(conformance.gateway(*SAME_NS), [to(V1, "/shared"), to(V2, "/")])
-        accepted(conformance, all_ns, shared, (INFRA, "all-namespaces-dedicated-route"), resolved=False)
-        check_cases(conformance.gateway(*all_ns), [to(V1, "/shared"), to(V3, "/")])
+    with conformance.applied("httproute-multiple-gateways"), Subtests() as t:
+        with t.run("Gateway same-namespace"):
+            accepted(conformance, SAME_NS, shared, (INFRA, "same-namespace-dedicated-route"), resolved=False)
+            check_cases(conformance.gateway(*SAME_NS), [to(V1, "/shared"), to(V2, "/")])
+        with t.run("Gateway all-namespaces"):
+            accepted(conformance, all_ns, shared, (INFRA, "all-namespaces-dedicated-route"), resolved=False)
+            check_cases(conformance.gateway(*all_ns), [to(V1, "/shared"), to(V3, "/")])
+
+
+def invalid_reference(conformance: Conformance, route: tuple[str, str], reason: str, cases: list[Case]) -> None:
+    """The shape of upstream's invalid-reference tests: accepted route, ResolvedRefs False/<reason>, traffic."""
+    accepted(conformance, SAME_NS, route, resolved=False)
+    with Subtests() as t:
+        with t.run(f"HTTPRoute has a ResolvedRefs condition with status False and reason {reason}"):
+            conformance.status.route_condition(*route, SAME_NS, Cond("ResolvedRefs", "False", reason))
+        with t.run("HTTP requests"):
+            check_cases(conformance.gateway(*SAME_NS), cases)
 
 
 def test_invalid_backend_ref_unknown_kind(conformance: Conformance) -> None:
-    route = (INFRA, "invalid-backend-ref-unknown-kind")
     with conformance.applied("httproute-invalid-backendref-unknown-kind"):
-        accepted(conformance, SAME_NS, route, resolved=False)
-        conformance.status.route_condition(*route, SAME_NS, Cond("ResolvedRefs", "False", "InvalidKind"))
-        check_cases(conformance.gateway(*SAME_NS), [status(500, "/v2")])
+        invalid_reference(conformance, (INFRA, "invalid-backend-ref-unknown-kind"), "InvalidKind", [status(500, "/v2")])
 
 
 def test_invalid_nonexistent_backend_ref(conformance: Conformance) -> None:
-    route = (INFRA, "invalid-nonexistent-backend-ref")
     with conformance.applied("httproute-invalid-nonexistent-backendref"):
-        accepted(conformance, SAME_NS, route, resolved=False)
-        conformance.status.route_condition(*route, SAME_NS, Cond("ResolvedRefs", "False", "BackendNotFound"))
-        check_cases(conformance.gateway(*SAME_NS), [status(500, "/")])
+        invalid_reference(
+            conformance, (INFRA, "invalid-nonexistent-backend-ref"), "BackendNotFound", [status(500, "/")]
+        )
 
 
 def test_no_backend_refs(conformance: Conformance) -> None:
@@ -316,27 +349,25 @@ def test_no_backend_refs(conformance: Conformance) -> None:
 
 
 def test_invalid_cross_namespace_backend_ref(conformance: Conformance) -> None:
-    route = (INFRA, "invalid-cross-namespace-backend-ref")
     with conformance.applied("httproute-invalid-cross-namespace-backend-ref"):
-        accepted(conformance, SAME_NS, route, resolved=False)
-        conformance.status.route_condition(*route, SAME_NS, Cond("ResolvedRefs", "False", "RefNotPermitted"))
-        check_cases(conformance.gateway(*SAME_NS), [status(500, "/")])
+        invalid_reference(
+            conformance, (INFRA, "invalid-cross-namespace-backend-ref"), "RefNotPermitted", [status(500, "/")]
+        )
 
 
 def test_invalid_reference_grant(conformance: Conformance) -> None:
-    route = (INFRA, "reference-grant")
     with conformance.applied("httproute-invalid-reference-grant"):
-        accepted(conformance, SAME_NS, route, resolved=False)
-        conformance.status.route_condition(*route, SAME_NS, Cond("ResolvedRefs", "False", "RefNotPermitted"))
-        check_cases(conformance.gateway(*SAME_NS), [status(500, "/")])
+        invalid_reference(conformance, (INFRA, "reference-grant"), "RefNotPermitted", [status(500, "/")])
 
 
 def test_partially_invalid_via_invalid_reference_grant(conformance: Conformance) -> None:
-    route = (INFRA, "invalid-reference-grant")
     with conformance.applied("httproute-partially-invalid-via-invalid-reference-grant"):
-        accepted(conformance, SAME_NS, route, resolved=False)
-        conformance.status.route_condition(*route, SAME_NS, Cond("ResolvedRefs", "False", "RefNotPermitted"))
-        check_cases(conformance.gateway(*SAME_NS), [status(500, "/v2"), to("app-backend-v1", "/", ns=APP)])
+        invalid_reference(
+            conformance,
+            (INFRA, "invalid-reference-grant"),
+            "RefNotPermitted",
+            [status(500, "/v2"), to("app-backend-v1", "/", ns=APP)],
+        )
 
 
 def test_reference_grant(conformance: Conformance) -> None:
