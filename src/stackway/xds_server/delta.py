@@ -109,7 +109,7 @@ class DeltaStream(Stream):
                 if ENDPOINT in self.types:
                     self.respond(ENDPOINT)
 
-    def in_sync(self, target: Snapshot) -> bool:
+    def acked_all(self, target: Snapshot) -> bool:
         for st in self.types.values():
             want = st.desired(target)
             if any(st.acked.get(name) != ver for name, ver in want.items()):

@@ -72,7 +72,7 @@ class SotwStream(Stream):
         st.last_nonce, st.answered = nonce, False
         self.sent(st, response, Pending(nonce, version, time.monotonic()), len(want))
 
-    def in_sync(self, target: Snapshot) -> bool:
+    def acked_all(self, target: Snapshot) -> bool:
         return all(
             st.acked_version == set_version(st.desired(target)) for st in self.types.values() if st.wildcard or st.names
         )

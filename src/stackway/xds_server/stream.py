@@ -23,7 +23,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from stackway.xds.snapshot import LISTENER, PUSH_ORDER, Snapshot
+from stackway.xds.snapshot import LISTENER, PUSH_ORDER, WILDCARD_TYPES, Snapshot
 from stackway.xds_server import metrics
 from stackway.xds_server.state import NackRecord, Notifier, Pending, TypeState, iso, now
 
@@ -75,8 +75,15 @@ class Stream(ABC):
         """Send what Envoy lacks of `type_url` from this type's view (everything, for SotW)."""
 
     @abstractmethod
-    def in_sync(self, target: Snapshot) -> bool:
+    def acked_all(self, target: Snapshot) -> bool:
         """True if Envoy has ACKed exactly `target` for every type it subscribes to."""
+
+    def in_sync(self, target: Snapshot) -> bool:
+        """ACKed everything, and subscribed to listeners and clusters if there are any: a stream that has
+        only asked for clusters so far (just connected) is not in sync yet."""
+        if any(target.of_type(t) and t not in self.types for t in WILDCARD_TYPES):
+            return False
+        return self.acked_all(target)
 
     # ---- shared machinery ---------------------------------------------------------------------------------
     def learn_node(self, node: base_pb2.Node) -> None:
