@@ -254,16 +254,17 @@ async def running_stack(delta: bool, backend_names: tuple[str, ...] = ("a", "b")
     first = snapshot(listen_port, backends, backend_names[0])
     await cache.set(first)
     envoy = EnvoyProcess(f"test-{'delta' if delta else 'sotw'}", (HOST, server.port), (HOST, 0), delta=delta)
+    stack = Stack(cache, server, envoy, listen_port, backends)
     try:
         await envoy.start()
-        stack = Stack(cache, server, envoy, listen_port, backends)
         await cache.wait_acked(first.version, 10)
         await wait_served_by(listen_port, backend_names[0])
         yield stack
     finally:
-        await envoy.stop()
-        await server.stop(0.2)
-        await cache.close()
+        # A test may have replaced the server and cache (control-plane restart): stop what is current.
+        await stack.envoy.stop()
+        await stack.server.stop(0.2)
+        await stack.cache.close()
         for srv in servers:
             srv.close()
 
