@@ -1,0 +1,288 @@
+"""`stackway up` end to end, in-process: a watched directory, the control plane, the xDS server and a real
+Envoy, with echo backends on 127.0.0.1. Covers what a user of standalone mode relies on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from stackway.demo.echo import EchoServer, start_echo
+from stackway.standalone import Standalone, StandaloneConfig
+from stackway.xds_server import SnapshotCache, XdsServer
+
+pytestmark = [pytest.mark.envoy, pytest.mark.timeout(90)]
+MODES = [pytest.param(False, id="sotw"), pytest.param(True, id="delta")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def manifests(listen_port: int, backends: dict[str, int], route_to: str, **backend_ref: Any) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = [
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": "stackway"},
+            "spec": {"controllerName": "stackway.dev/gateway-controller"},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "gw"},
+            "spec": {
+                "gatewayClassName": "stackway",
+                "listeners": [{"name": "http", "port": listen_port, "protocol": "HTTP"}],
+            },
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "app"},
+            "spec": {
+                "parentRefs": [{"name": "gw"}],
+                "rules": [{"backendRefs": [{"name": route_to, "port": 80, **backend_ref}]}],
+            },
+        },
+    ]
+    for name, target in backends.items():
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name},
+                "spec": {"ports": [{"name": "http", "port": 80}]},
+            }
+        )
+        docs.append(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": target}],
+                "endpoints": [{"addresses": ["127.0.0.1"]}],
+            }
+        )
+    return docs
+
+
+def write(path: Path, docs: list[dict[str, Any]] | str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(docs if isinstance(docs, str) else yaml.safe_dump_all(docs))
+    tmp.replace(path)
+
+
+@dataclass
+class Running:
+    gateway: Standalone
+    directory: Path
+    port: int
+    backends: dict[str, int]
+    admin: str
+
+    def route_to(self, name: str, **backend_ref: Any) -> None:
+        write(self.directory / "app.yaml", manifests(self.port, self.backends, name, **backend_ref))
+
+    async def admin_json(self, path: str) -> Any:
+        async with aiohttp.ClientSession() as session, session.get(f"{self.admin}{path}") as resp:
+            return json.loads(await resp.text())
+
+
+async def served_by(port: int) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as resp:
+        if resp.status != 200:
+            return f"HTTP {resp.status}"
+        return str(json.loads(await resp.text())["service"])
+
+
+async def eventually_served_by(port: int, name: str, limit: float = 5.0) -> None:
+    deadline = time.monotonic() + limit
+    last = ""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(aiohttp.ClientError):
+            last = await served_by(port)
+            if last == name:
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"still served by {last!r}, expected {name!r}")
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, delta: bool = True) -> AsyncIterator[Running]:
+    echoes: list[EchoServer] = []
+    backends = {}
+    for name in ("blue", "green"):
+        echo = await start_echo("127.0.0.1", 0, f"{name}-0", "default", name)
+        echoes.append(echo)
+        backends[name] = echo.port
+    port, admin = free_port(), free_port()
+    write(tmp_path / "app.yaml", manifests(port, backends, "blue"))
+    gateway = Standalone(
+        StandaloneConfig(
+            directory=tmp_path,
+            address="127.0.0.1",
+            admin=("127.0.0.1", admin),
+            xds=("127.0.0.1", free_port()),
+            envoy_admin=("127.0.0.1", free_port()),
+            delta=delta,
+            log_level="warning",
+        )
+    )
+    await gateway.start()
+    try:
+        await gateway.cache.wait_acked(gateway.control.snapshot.version, 20)
+        await eventually_served_by(port, "blue")
+        yield Running(gateway, tmp_path, port, backends, f"http://127.0.0.1:{admin}")
+    finally:
+        await gateway.stop()
+        for echo in echoes:
+            await echo.close()
+
+
+class Load:
+    """Steady traffic on keep-alive connections, counting every answer; errors are what the tests forbid."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.counts: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            while True:
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.port}/") as resp:
+                        body = await resp.text()
+                        self.counts[json.loads(body)["service"] if resp.status == 200 else f"HTTP {resp.status}"] += 1
+                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    self.counts[f"error {type(exc).__name__}"] += 1
+                    await asyncio.sleep(0.01)
+
+    def __enter__(self) -> Load:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    def failures(self) -> dict[str, int]:
+        return {k: v for k, v in self.counts.items() if k not in ("blue", "green")}
+
+
+@pytest.mark.parametrize("delta", MODES)
+async def test_file_edit_takes_effect_without_restart(tmp_path: Path, delta: bool) -> None:
+    async with running(tmp_path, delta) as run:
+        pid = run.gateway.envoy.pid
+        with Load(run.port) as load:
+            for target in ("green", "blue", "green"):
+                run.route_to(target)
+                await eventually_served_by(run.port, target)
+            await asyncio.sleep(0.2)
+        assert run.gateway.envoy.pid == pid, "Envoy must not be restarted for a config change"
+        assert load.failures() == {}, load.counts
+        assert load.counts["blue"] > 0
+        assert load.counts["green"] > 0
+
+
+async def test_weighted_split_follows_weights(tmp_path: Path) -> None:
+    async with running(tmp_path) as run:
+        docs = manifests(run.port, run.backends, "blue", weight=3)
+        docs[2]["spec"]["rules"][0]["backendRefs"].append({"name": "green", "port": 80, "weight": 1})
+        write(run.directory / "app.yaml", docs)
+        await eventually_served_by(run.port, "green")
+        seen: Counter[str] = Counter()
+        async with aiohttp.ClientSession() as session:
+            for _ in range(400):
+                async with session.get(f"http://127.0.0.1:{run.port}/") as resp:
+                    seen[json.loads(await resp.text())["service"]] += 1
+        assert 0.15 < seen["green"] / 400 < 0.35, seen
+
+
+async def test_invalid_edit_keeps_last_good_config_and_reports_the_field(tmp_path: Path) -> None:
+    async with running(tmp_path) as run:
+        with Load(run.port) as load:
+            run.route_to("green", port="eighty")
+            deadline = time.monotonic() + 5
+            problems: list[dict[str, Any]] = []
+            while time.monotonic() < deadline and not problems:
+                status = await run.admin_json("/api/status")
+                problems = [p for p in status["problems"] if p["field"] == "spec.rules[0].backendRefs[0].port"]
+                await asyncio.sleep(0.05)
+            assert problems, "the invalid field must show in /api/status"
+            assert problems[0]["file"] == "app.yaml"
+            assert await served_by(run.port) == "blue"
+            run.route_to("green")
+            await eventually_served_by(run.port, "green")
+        assert load.failures() == {}, load.counts
+        status = await run.admin_json("/api/status")
+        assert not [p for p in status["problems"] if p["severity"] == "error"]
+
+
+async def test_unparseable_file_keeps_its_objects(tmp_path: Path) -> None:
+    async with running(tmp_path) as run:
+        write(run.directory / "app.yaml", "kind: [unclosed\n")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            problems = (await run.admin_json("/api/status"))["problems"]
+            if any(p.get("file") == "app.yaml" and p.get("line") for p in problems):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"no file:line problem reported: {problems}")
+        assert await served_by(run.port) == "blue"
+
+
+async def test_admin_api(tmp_path: Path) -> None:
+    async with running(tmp_path) as run, aiohttp.ClientSession() as session:
+        async with session.get(f"{run.admin}/healthz") as resp:
+            assert resp.status == 200
+        async with session.get(f"{run.admin}/readyz") as resp:
+            assert resp.status == 200
+            assert run.gateway.control.snapshot.version in await resp.text()
+        config = await run.admin_json("/api/config")
+        assert config["version"] == run.gateway.control.snapshot.version
+        [envoy] = config["envoys"]
+        assert envoy["node_id"] == "stackway-standalone"
+        status = await run.admin_json("/api/status")
+        route = next(o for o in status["objects"] if o["kind"] == "HTTPRoute")
+        accepted = next(c for c in route["status"]["parents"][0]["conditions"] if c["type"] == "Accepted")
+        assert accepted["status"] == "True"
+        assert accepted["observedGeneration"] == route["metadata"]["generation"]
+        async with session.get(f"{run.admin}/metrics") as resp:
+            text = await resp.text()
+        assert 'stackway_translations_total{result="ok"}' in text
+        assert "stackway_xds_" in text
+
+
+async def test_control_plane_restart_drops_no_request(tmp_path: Path) -> None:
+    """The xDS server goes away and a new one (fresh cache, same config) takes over; Envoy keeps serving."""
+    async with running(tmp_path) as run:
+        gateway = run.gateway
+        with Load(run.port) as load:
+            await asyncio.sleep(0.3)
+            await gateway.xds.stop(0)
+            await asyncio.sleep(1.0)
+            gateway.cache = SnapshotCache()
+            await gateway.cache.set(gateway.control.snapshot)
+            gateway.xds = XdsServer(gateway.cache, *gateway.config.xds)
+            await gateway.xds.start()
+            await gateway.cache.wait_acked(gateway.control.snapshot.version, 15)
+            await asyncio.sleep(0.3)
+        assert load.failures() == {}, load.counts
+        assert load.counts["blue"] > 50
