@@ -286,3 +286,32 @@ async def test_control_plane_restart_drops_no_request(tmp_path: Path) -> None:
             await asyncio.sleep(0.3)
         assert load.failures() == {}, load.counts
         assert load.counts["blue"] > 50
+
+
+async def test_nack_keeps_serving_and_shows_in_status_and_config(tmp_path: Path) -> None:
+    """A config Envoy refuses (pushed past the builder's checks) leaves the last good one serving, visibly."""
+
+    from stackway.xds.snapshot import ROUTE, Snapshot
+
+    async with running(tmp_path) as run:
+        good = run.gateway.control.snapshot
+        resources = {t: dict(by_name) for t, by_name in good.resources.items()}
+        [(name, route_config)] = resources[ROUTE].items()
+        broken = type(route_config)()
+        broken.CopyFrom(route_config)
+        broken.virtual_hosts[0].routes[0].match.Clear()
+        broken.virtual_hosts[0].routes[0].match.safe_regex.regex = "(((("
+        resources[ROUTE][name] = broken
+        with Load(run.port) as load:
+            await run.gateway.cache.set(Snapshot(resources=resources))
+            deadline = time.monotonic() + 5
+            nacks: list[dict[str, Any]] = []
+            while time.monotonic() < deadline and not nacks:
+                nacks = [p for p in (await run.admin_json("/api/status"))["problems"] if p["field"] == "RDS"]
+                await asyncio.sleep(0.05)
+            assert nacks, "the NACK must show in /api/status"
+            assert "rejected RDS" in nacks[0]["message"]
+            config = await run.admin_json("/api/config")
+            assert config["envoys"][0]["types"]["RDS"]["last_nack"] is not None
+            assert await served_by(run.port) == "blue"
+        assert load.failures() == {}, load.counts

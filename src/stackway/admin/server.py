@@ -15,6 +15,28 @@ class XdsState(Protocol):
     def ready(self) -> bool: ...
 
 
+def rejected_by_envoy(xds_status: dict[str, Any]) -> list[dict[str, Any]]:
+    """Current NACKs as problems: Envoy refused the latest version of a type and serves the previous one."""
+    out: list[dict[str, Any]] = []
+    for envoy in xds_status.get("envoys", []):
+        for type_name, state in envoy.get("types", {}).items():
+            nack = state.get("last_nack")
+            current = nack and nack.get("version") == state.get("last_sent_version")
+            if current and state.get("last_acked_version") != state.get("last_sent_version"):
+                out.append(
+                    {
+                        "object": f"Envoy {envoy.get('node_id')}",
+                        "file": None,
+                        "line": None,
+                        "field": type_name,
+                        "severity": "error",
+                        "message": f"Envoy rejected {type_name} version {nack['version']} and keeps serving "
+                        f"{state.get('last_acked_version')}: {nack.get('message')}",
+                    }
+                )
+    return out
+
+
 def make_app(control: ControlPlane, xds: XdsState) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -26,7 +48,8 @@ def make_app(control: ControlPlane, xds: XdsState) -> web.Application:
         return web.Response(status=503, text=f"not ready: waiting for Envoy to ACK {version}\n")
 
     async def api_status(_: web.Request) -> web.Response:
-        return web.json_response({"objects": control.status_document(), "problems": control.problem_document()})
+        problems = control.problem_document() + rejected_by_envoy(xds.status())
+        return web.json_response({"objects": control.status_document(), "problems": problems})
 
     async def api_config(_: web.Request) -> web.Response:
         return web.json_response({"version": control.snapshot.version, **xds.status()})
