@@ -40,6 +40,8 @@ class StandaloneConfig:
     concurrency: int = 1
     log_level: str = "info"
     node_id: str = "stackway-standalone"
+    #: Quiet time after a file event before re-reading; short, because writers rename complete files.
+    debounce_s: float = 0.01
 
 
 def configure_logging(level: str) -> None:
@@ -64,7 +66,7 @@ class Standalone:
         )
         self.cache = SnapshotCache()
         self.xds = XdsServer(self.cache, *config.xds)
-        self.provider = FilesProvider(config.directory, self._on_change)
+        self.provider = FilesProvider(config.directory, self._on_change, debounce=config.debounce_s)
         self.envoy = EnvoyProcess(
             node_id=config.node_id,
             xds_address=config.xds,
