@@ -41,8 +41,6 @@ def _http_connection_manager(chain: ir.FilterChain, listener: ir.Listener) -> hc
             route_config_name=chain.route_config.name,
         ),
         http_filters=[hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))],
-        # Host headers carry ports ("example.com:8080"); Gateway API hostnames never do.
-        strip_any_host_port=True,
         normalize_path=wrappers_pb2.BoolValue(value=True),
         merge_slashes=True,
     )

@@ -180,4 +180,7 @@ def build_route_config(config: ir.RouteConfig) -> route_pb2.RouteConfiguration:
             rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[build_route(r) for r in vh.routes])
             for vh in config.virtual_hosts
         ],
+        # Host headers may carry a port ("example.com:8080"); Gateway API hostnames never do. Match without
+        # it, but leave the header itself untouched for the backend (stripping would rewrite it).
+        ignore_port_in_host_matching=True,
     )
