@@ -17,15 +17,20 @@ from typing import Any, Protocol
 
 import structlog
 
+from stackway.ir.model import IR
 from stackway.observability import metrics
+from stackway.resources.core import SERVICE_NAME_LABEL
 from stackway.resources.raw import ObjectKey, RawObject
 from stackway.resources.store import Resources, ResourceStore, StoreProblem
-from stackway.translate import Options, Problem, translate
+from stackway.translate import Options, Problem, refresh_endpoints, translate
 from stackway.xds.build import build_snapshot
-from stackway.xds.snapshot import Snapshot
+from stackway.xds.clusters import build_load_assignment
+from stackway.xds.snapshot import ENDPOINT, Snapshot
 from stackway.xds.validate import InvalidConfig
 
 log = structlog.get_logger("stackway.controlplane")
+
+ENDPOINT_SLICE = ("discovery.k8s.io", "EndpointSlice")
 
 
 class SourceProblem(Protocol):
@@ -100,6 +105,8 @@ class ControlPlane:
     system_error: str | None = None
     source_problems: tuple[SourceProblem, ...] = ()
     _unstamped: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
+    _objects: dict[ObjectKey, RawObject] = field(default_factory=dict)
+    _ir: IR | None = None
 
     def update(
         self, objects: Mapping[ObjectKey, RawObject], source_problems: Sequence[SourceProblem] = ()
@@ -108,8 +115,18 @@ class ControlPlane:
         (a file that does not parse), reported beside the objects' problems."""
         started = time.perf_counter()
         self.source_problems = tuple(source_problems)
+        changed = self._changed_keys(objects)
+        previous, self._objects = self._objects, dict(objects)
         resources, self.store_problems = self.store.update(objects)
         self.resources = resources
+        if (
+            self._ir is not None
+            and self.system_error is None
+            and changed
+            and all((k.group, k.kind) == ENDPOINT_SLICE for k in changed)
+        ):
+            services = {(k.namespace, n) for k in changed for n in _slice_services(k, previous, objects)}
+            return self._endpoints_only(resources, services, started)
         result = translate(resources, self.options)
         self._stamp_statuses(result.statuses)
         self.generations = {k: _generation(objects[k]) for k in self.statuses if k in objects}
@@ -124,11 +141,34 @@ class ControlPlane:
             log.error("snapshot rejected before publish; last good config keeps serving", error=str(exc))
             return PublishResult(None, False, str(exc))
         self.system_error = None
+        self._ir = result.ir
+        return self._publish(snapshot, started, "full")
+
+    def _publish(self, snapshot: Snapshot, started: float, kind: str) -> PublishResult:
         changed = snapshot.version != self.snapshot.version
         self.snapshot = snapshot
         metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - started)
         metrics.TRANSLATIONS.labels("ok").inc()
+        metrics.UPDATES.labels(kind).inc()
         return PublishResult(snapshot, changed)
+
+    def _changed_keys(self, objects: Mapping[ObjectKey, RawObject]) -> set[ObjectKey]:
+        """Keys added, removed or replaced since the last update (providers hand over unchanged objects as is)."""
+        old = self._objects
+        changed = {k for k, raw in objects.items() if old.get(k) is not raw}
+        changed.update(k for k in old if k not in objects)
+        return changed
+
+    def _endpoints_only(self, resources: Resources, services: set[tuple[str, str]], started: float) -> PublishResult:
+        """Only EndpointSlices changed: refresh the affected clusters' endpoints, leave routes and statuses."""
+        assert self._ir is not None
+        fresh = refresh_endpoints(resources, self._ir, services, self.options)
+        old_by_name = {c.name: c for c in self._ir.clusters}
+        updated = {c.name: build_load_assignment(c) for c in fresh.clusters if old_by_name.get(c.name) != c}
+        self._ir = fresh
+        if not updated:
+            return PublishResult(self.snapshot, False)
+        return self._publish(self.snapshot.with_changes({ENDPOINT: updated}), started, "endpoints")
 
     def _stamp_statuses(self, fresh: dict[ObjectKey, dict[str, Any]]) -> None:
         """Statuses with real transition times; an unchanged status is reused as is (a dict compare)."""
@@ -217,6 +257,17 @@ class ControlPlane:
                 }
             )
         return out
+
+
+def _slice_services(key: ObjectKey, *states: Mapping[ObjectKey, RawObject]) -> set[str]:
+    """The Service an EndpointSlice belongs to in each state (before and after a change: the label may move)."""
+    names: set[str] = set()
+    for state in states:
+        raw = state.get(key)
+        labels = (raw.body.get("metadata") or {}).get("labels") if raw is not None else None
+        if isinstance(labels, Mapping) and isinstance(labels.get(SERVICE_NAME_LABEL), str):
+            names.add(labels[SERVICE_NAME_LABEL])
+    return names
 
 
 def _generation(raw: RawObject) -> int:

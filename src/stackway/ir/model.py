@@ -32,6 +32,8 @@ class Cluster:
     name: str
     endpoints: tuple[Endpoint, ...] = ()
     protocol: UpstreamProtocol = "http1"
+    #: The Service port behind the cluster (namespace, name, port), so endpoints can be refreshed alone.
+    service: tuple[str, str, int] | None = None
 
 
 @dataclass(frozen=True)

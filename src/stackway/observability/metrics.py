@@ -12,3 +12,4 @@ TRANSLATE_SECONDS = Histogram(
 TRANSLATIONS = Counter("stackway_translations_total", "Translations run, by result.", ["result"])
 PROBLEMS = Gauge("stackway_resource_problems", "Problems with user resources right now, by severity.", ["severity"])
 OBJECTS = Gauge("stackway_resources", "Objects known to the control plane, by kind.", ["kind"])
+UPDATES = Counter("stackway_updates_total", "Published updates by kind: full translation or endpoints only.", ["kind"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from stackway.ir.model import IR
@@ -10,9 +10,10 @@ from stackway.resources.raw import ObjectKey
 from stackway.resources.store import Resources
 from stackway.translate.conditions import Problem
 from stackway.translate.context import Context, Options
+from stackway.translate.gatewayapi.backends import refresh_endpoints as _refresh
 from stackway.translate.gatewayapi.translator import translate_gateway_api
 
-__all__ = ["Options", "Problem", "TranslateResult", "translate"]
+__all__ = ["Options", "Problem", "TranslateResult", "refresh_endpoints", "translate"]
 
 
 @dataclass(frozen=True)
@@ -27,3 +28,18 @@ def translate(resources: Resources, options: Options | None = None) -> Translate
     ctx = Context(resources, options or Options())
     result_ir = translate_gateway_api(ctx)
     return TranslateResult(result_ir, ctx.statuses, tuple(ctx.problems))
+
+
+def refresh_endpoints(
+    resources: Resources, config: IR, services: set[tuple[str, str]], options: Options | None = None
+) -> IR:
+    """`config` with the endpoints of the given Services' clusters re-read, and nothing else recomputed.
+
+    EndpointSlices change far more often than routes; this keeps such a change O(that Service) instead of
+    a full translation (Contour and Envoy Gateway special-case it the same way).
+    """
+    ctx = Context(resources, options or Options())
+    clusters = tuple(
+        _refresh(ctx, c) if c.service is not None and c.service[:2] in services else c for c in config.clusters
+    )
+    return replace(config, clusters=clusters)

@@ -39,14 +39,22 @@ class Snapshot:
     """All resources by type URL and name, with content-hash versions."""
 
     resources: Mapping[str, Mapping[str, Message]]
+    #: A previous snapshot whose versions may be reused for resources that are the very same objects.
+    base: Snapshot | None = field(default=None, repr=False, compare=False)
     versions: Mapping[str, Mapping[str, str]] = field(init=False, repr=False, compare=False)
     version: str = field(init=False)
 
     def __post_init__(self) -> None:
+        def version_of(type_url: str, name: str, msg: Message) -> str:
+            if self.base is not None and self.base.resources.get(type_url, {}).get(name) is msg:
+                return self.base.versions[type_url][name]
+            return resource_version(msg)
+
         versions = {
-            type_url: {name: resource_version(msg) for name, msg in sorted(by_name.items())}
+            type_url: {name: version_of(type_url, name, msg) for name, msg in sorted(by_name.items())}
             for type_url, by_name in sorted(self.resources.items())
         }
+        object.__setattr__(self, "base", None)  # only needed while hashing; do not keep a chain alive
         digest = hashlib.sha256()
         for type_url, by_name in versions.items():
             digest.update(type_url.encode())
@@ -68,3 +76,10 @@ class Snapshot:
     @classmethod
     def empty(cls) -> Snapshot:
         return cls(resources={})
+
+    def with_changes(self, changes: Mapping[str, Mapping[str, Message]]) -> Snapshot:
+        """A new snapshot with some resources replaced; unchanged ones keep their versions without rehashing."""
+        resources = {t: dict(by_name) for t, by_name in self.resources.items()}
+        for type_url, by_name in changes.items():
+            resources.setdefault(type_url, {}).update(by_name)
+        return Snapshot(resources=resources, base=self)

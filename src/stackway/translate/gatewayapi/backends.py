@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from stackway.ir import model as ir
@@ -60,7 +61,20 @@ def resolve_backend(
         name=f"{name}/h2c" if force_h2c and not declared_h2c else name,
         endpoints=_endpoints(ctx, ns, svc, port),
         protocol="h2c" if declared_h2c or force_h2c else "http1",
+        service=(ns, ref.name, ref.port),
     )
+
+
+def refresh_endpoints(ctx: Context, cluster: ir.Cluster) -> ir.Cluster:
+    """The same cluster with endpoints re-read from the current EndpointSlices (an EDS-only change)."""
+    if cluster.service is None:
+        return cluster
+    ns, name, number = cluster.service
+    svc = ctx.resources.services.get((ns, name))
+    port = svc.port(number) if svc is not None else None
+    if svc is None or port is None:
+        return dataclasses.replace(cluster, endpoints=())
+    return dataclasses.replace(cluster, endpoints=_endpoints(ctx, ns, svc, port))
 
 
 def _endpoints(ctx: Context, ns: str, svc: Service, port: ServicePort) -> tuple[ir.Endpoint, ...]:
