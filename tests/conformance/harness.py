@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,6 +31,7 @@ from tests.conformance.client import Target
 from tests.conformance.status import StatusChecker, StatusTimeout
 
 STARTUP_TIMEOUT = 60.0
+ENV_NETWORK = "STACKWAY_CONFORMANCE_NETWORK"
 STATUS_KINDS = {"Gateway", "HTTPRoute", "GatewayClass", "GRPCRoute"}
 
 
@@ -83,6 +87,39 @@ def can_bind(address: str, port: int) -> bool:
     return True
 
 
+def pick_network(attempts: int = 20) -> ipaddress.IPv4Network:
+    """A /24 of loopback addresses for this run's Gateways, nobody else listening on its ports 80 and 443.
+
+    Runs of this suite can overlap on one machine (several checkouts, a leftover Envoy): Envoy binds with
+    SO_REUSEPORT, so two runs on the same address would silently split each other's connections. Each run
+    therefore picks a random /24 (or $STACKWAY_CONFORMANCE_NETWORK) and checks it is free.
+    """
+    pinned = os.environ.get(ENV_NETWORK)
+    candidates = [ipaddress.IPv4Network(pinned)] if pinned else []
+    rng = random.Random()
+    candidates += [
+        ipaddress.IPv4Network(f"127.{rng.randint(16, 254)}.{rng.randint(0, 255)}.0/24") for _ in range(attempts)
+    ]
+    for network in candidates:
+        hosts = list(itertools.islice(network.hosts(), 16))
+        if all(can_bind(str(h), port) for h in hosts for port in (80, 443)):
+            return network
+        if pinned:
+            raise RuntimeError(f"${ENV_NETWORK}={pinned}: something already listens on its ports 80/443")
+    raise RuntimeError("no free loopback /24 for the conformance Gateways (or ports 80/443 cannot be bound)")
+
+
+#: Exec'd in front of `stackway up`: asks Linux to send it Ctrl-C (SIGINT) if pytest dies without cleaning up,
+#: then becomes the real command (the request survives exec). Done this way rather than with `preexec_fn`,
+#: which is unsafe once threads (the echo backends) run.
+_STOP_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    ctypes.CDLL(None).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
+
+
 def stackway_command() -> list[str]:
     """The installed `stackway` console script next to this interpreter, else the module."""
     script = Path(sys.executable).with_name("stackway")
@@ -117,7 +154,12 @@ class StackwayProcess:
             self.envoy_admin,
         ]
         log = self.log_path.open("wb")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _STOP_WITH_PARENT, *command],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
@@ -176,7 +218,7 @@ class Conformance:
 
     upstream: Path
     workdir: Path
-    book: m.AddressBook = field(default_factory=m.AddressBook)
+    book: m.AddressBook = field(default_factory=lambda: m.AddressBook(pick_network()))
     echoes: EchoPool = field(default_factory=EchoPool)
     secrets: dict[tuple[str, str], m.TLSPair] = field(default_factory=dict)
     base_docs: list[m.Doc] = field(default_factory=list)

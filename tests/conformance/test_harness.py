@@ -23,7 +23,7 @@ from cryptography import x509
 from stackway.demo.echo import canonical_header_key, parse_go_duration, start_echo
 from tests.conformance import manifests as m
 from tests.conformance.client import Captured, Case, Expect, ExpectedRequest, Redirect, Request, Target, compare, send
-from tests.conformance.harness import Conformance, EchoPool
+from tests.conformance.harness import ENV_NETWORK, Conformance, EchoPool, can_bind, pick_network
 from tests.conformance.status import Cond, ExpectedParent, condition_matches, parent_matches, stale_conditions
 
 
@@ -69,6 +69,22 @@ def test_every_gateway_gets_its_own_stable_loopback_address(base_docs: list[m.Do
     # asking again (a later test's Gateway, or the same one) never reshuffles
     assert m.assign_addresses(base_docs, book) == docs
     assert book.address("other", "gw") not in values
+
+
+def test_each_run_picks_a_free_loopback_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concurrent runs must not share Gateway addresses: Envoy's SO_REUSEPORT would split their traffic."""
+    monkeypatch.delenv(ENV_NETWORK, raising=False)
+    if not can_bind("127.0.0.2", 80):
+        pytest.skip("ports below 1024 cannot be bound by this user")
+    networks = {pick_network() for _ in range(5)}
+    assert all(n.subnet_of(ipaddress.IPv4Network("127.0.0.0/8")) and n.prefixlen == 24 for n in networks)
+    assert len(networks) > 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.77.1", 80))
+        taken.listen()
+        monkeypatch.setenv(ENV_NETWORK, "127.0.77.0/24")
+        with pytest.raises(RuntimeError, match="already listens"):
+            pick_network()
 
 
 def test_address_book_refuses_non_loopback_networks() -> None:
