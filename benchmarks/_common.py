@@ -39,7 +39,9 @@ class EchoThread:
         def run() -> None:
             asyncio.set_event_loop(self.loop)
             for name, port in self.ports.items():
-                self._servers.append(self.loop.run_until_complete(start_echo("127.0.0.1", port, f"{name}-0", namespace, name)))
+                self._servers.append(
+                    self.loop.run_until_complete(start_echo("127.0.0.1", port, f"{name}-0", namespace, name))
+                )
             ready.set()
             self.loop.run_forever()
 
@@ -52,7 +54,9 @@ class EchoThread:
         self.thread.join(5)
 
 
-def http_get(host: str, port: int, path: str, host_header: str = "bench.local", timeout: float = 2.0) -> tuple[int, bytes]:
+def http_get(
+    host: str, port: int, path: str, host_header: str = "bench.local", timeout: float = 2.0
+) -> tuple[int, bytes]:
     """One request on a fresh connection (so every probe sees the newest route), TCP_NODELAY."""
     with socket.create_connection((host, port), timeout=timeout) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -81,18 +85,31 @@ def write_atomic(path: Path, docs: list[dict[str, Any]]) -> None:
 def stackway_up(directory: Path, *extra: str) -> Iterator[dict[str, int]]:
     ports = {"admin": free_port(), "xds": free_port(), "envoy_admin": free_port()}
     cmd = [
-        sys.executable, "-m", "stackway.cli", "up", str(directory), "--address", "127.0.0.1",
-        "--admin", f"127.0.0.1:{ports['admin']}", "--xds", f"127.0.0.1:{ports['xds']}",
-        "--envoy-admin", f"127.0.0.1:{ports['envoy_admin']}", "--log-level", "warning", *extra,
+        sys.executable,
+        "-m",
+        "stackway.cli",
+        "up",
+        str(directory),
+        "--address",
+        "127.0.0.1",
+        "--admin",
+        f"127.0.0.1:{ports['admin']}",
+        "--xds",
+        f"127.0.0.1:{ports['xds']}",
+        "--envoy-admin",
+        f"127.0.0.1:{ports['envoy_admin']}",
+        "--log-level",
+        "warning",
+        *extra,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/readyz", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
+            url = f"http://127.0.0.1:{ports['admin']}/readyz"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    break
             if proc.poll() is not None:
                 raise RuntimeError(f"stackway up exited: {proc.stderr.read().decode() if proc.stderr else ''}")
             time.sleep(0.1)
@@ -110,32 +127,54 @@ def stackway_up(directory: Path, *extra: str) -> Iterator[dict[str, int]]:
 
 def gateway_docs(port: int) -> list[dict[str, Any]]:
     return [
-        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "stackway"},
-         "spec": {"controllerName": "stackway.dev/gateway-controller"}},
-        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-         "metadata": {"name": "bench", "namespace": "bench"},
-         "spec": {"gatewayClassName": "stackway", "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]}},
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": "stackway"},
+            "spec": {"controllerName": "stackway.dev/gateway-controller"},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "bench", "namespace": "bench"},
+            "spec": {"gatewayClassName": "stackway", "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]},
+        },
     ]
 
 
 def service_docs(name: str, target_port: int, address: str = "127.0.0.1") -> list[dict[str, Any]]:
     return [
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "bench"},
-         "spec": {"ports": [{"name": "http", "port": 80}]}},
-        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-         "metadata": {"name": f"{name}-1", "namespace": "bench", "labels": {"kubernetes.io/service-name": name}},
-         "addressType": "IPv4", "ports": [{"name": "http", "port": target_port}],
-         "endpoints": [{"addresses": [address], "conditions": {"ready": True}}]},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": "bench"},
+            "spec": {"ports": [{"name": "http", "port": 80}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-1", "namespace": "bench", "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": target_port}],
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+        },
     ]
 
 
 def route_doc(name: str, path: str, backend: str) -> dict[str, Any]:
     return {
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
         "metadata": {"name": name, "namespace": "bench"},
-        "spec": {"parentRefs": [{"name": "bench"}],
-                 "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": path}}],
-                            "backendRefs": [{"name": backend, "port": 80}]}]},
+        "spec": {
+            "parentRefs": [{"name": "bench"}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                    "backendRefs": [{"name": backend, "port": 80}],
+                }
+            ],
+        },
     }
 
 

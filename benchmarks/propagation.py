@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 
 from _common import (
-    EchoThread, free_port, gateway_docs, http_get, percentile, route_doc, service_docs, service_of, stackway_up,
+    EchoThread,
+    free_port,
+    gateway_docs,
+    http_get,
+    percentile,
+    route_doc,
+    service_docs,
+    service_of,
+    stackway_up,
     write_atomic,
 )
 
@@ -27,9 +35,13 @@ def measure(size: int, rounds: int, echo: EchoThread) -> list[float]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="stackway-bench-") as tmp:
         directory = Path(tmp)
-        base = gateway_docs(port) + service_docs("blue", echo.ports["blue"]) + service_docs("green", echo.ports["green"])
+        base = (
+            gateway_docs(port) + service_docs("blue", echo.ports["blue"]) + service_docs("green", echo.ports["green"])
+        )
         write_atomic(directory / "base.yaml", base)
-        write_atomic(directory / "filler.yaml", [route_doc(f"filler-{i}", f"/filler/{i}", "blue") for i in range(size - 1)])
+        write_atomic(
+            directory / "filler.yaml", [route_doc(f"filler-{i}", f"/filler/{i}", "blue") for i in range(size - 1)]
+        )
         write_atomic(directory / "probe.yaml", [route_doc("probe", "/probe", "blue")])
         samples: list[float] = []
         with stackway_up(directory):
@@ -64,8 +76,10 @@ def main() -> None:
     try:
         for size in sizes:
             samples = measure(size, args.rounds, echo)
-            print(f"{size:>7} {statistics.median(samples):>10.1f} {percentile(samples, 99):>8.1f} {max(samples):>8.1f}",
-                  flush=True)
+            print(
+                f"{size:>7} {statistics.median(samples):>10.1f} {percentile(samples, 99):>8.1f} {max(samples):>8.1f}",
+                flush=True,
+            )
     finally:
         echo.stop()
 

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import yaml
-from _common import free_port, gateway_docs, http_get, route_doc, service_docs, stackway_up, write_atomic
 
+from _common import free_port, gateway_docs, http_get, route_doc, service_docs, stackway_up, write_atomic
 from stackway.dataplane.envoy import envoy_binary
 
 NGINX_CONF = """
@@ -39,39 +39,81 @@ http {{
 """
 
 
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+
+
 def static_bootstrap(listen: int, upstream: int, admin: int) -> dict[str, object]:
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
-            "listeners": [{
-                "name": "static",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
-                                 "HttpConnectionManager",
-                        "stat_prefix": "static",
-                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
-                                                            "routes": [{"match": {"prefix": "/"},
-                                                                        "route": {"cluster": "nginx"}}]}]},
-                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            "listeners": [
+                {
+                    "name": "static",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": HCM,
+                                        "stat_prefix": "static",
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {
+                                                    "name": "all",
+                                                    "domains": ["*"],
+                                                    "routes": [
+                                                        {"match": {"prefix": "/"}, "route": {"cluster": "nginx"}}
+                                                    ],
+                                                }
+                                            ]
+                                        },
+                                        "http_filters": [
+                                            {
+                                                "name": "envoy.filters.http.router",
+                                                "typed_config": {"@type": ROUTER},
+                                            }
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": "nginx",
+                    "type": "STATIC",
+                    "connect_timeout": "5s",
+                    "load_assignment": {
+                        "cluster_name": "nginx",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {"address": "127.0.0.1", "port_value": upstream}
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
                     },
-                }]}],
-            }],
-            "clusters": [{
-                "name": "nginx", "type": "STATIC", "connect_timeout": "5s",
-                "load_assignment": {"cluster_name": "nginx", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]},
-            }],
+                }
+            ],
         },
     }
 
 
 def wrk(port: int, seconds: int) -> float:
-    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True
+    ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not match or "Non-2xx" in out:
         raise RuntimeError(f"wrk failed or saw errors:\n{out}")
@@ -106,13 +148,26 @@ def main() -> None:
         nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])
         static_port, gw_port = free_port(), free_port()
         (work / "static.yaml").write_text(yaml.safe_dump(static_bootstrap(static_port, nginx_port, free_port())))
-        static = subprocess.Popen([envoy_binary(), "-c", str(work / "static.yaml"), "--concurrency", "1",
-                                   "--use-dynamic-base-id", "--log-level", "warning"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        static = subprocess.Popen(
+            [
+                envoy_binary(),
+                "-c",
+                str(work / "static.yaml"),
+                "--concurrency",
+                "1",
+                "--use-dynamic-base-id",
+                "--log-level",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         manifests = work / "manifests"
         manifests.mkdir()
-        write_atomic(manifests / "all.yaml", gateway_docs(gw_port) + service_docs("nginx", nginx_port)
-                     + [route_doc("all", "/", "nginx")])
+        write_atomic(
+            manifests / "all.yaml",
+            gateway_docs(gw_port) + service_docs("nginx", nginx_port) + [route_doc("all", "/", "nginx")],
+        )
         results: dict[str, list[float]] = {"nginx direct": [], "static Envoy": [], "stackway Envoy": []}
         try:
             with stackway_up(manifests, "--concurrency", "1"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re2  # type: ignore[import-not-found,unused-ignore]
 
-
 #: Envoy refuses patterns whose compiled RE2 program is bigger than this (runtime key
 #: re2.max_program_size.error_level, default 100) and NACKs the whole RouteConfiguration.
 MAX_PROGRAM_SIZE = 100

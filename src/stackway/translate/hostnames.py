@@ -7,7 +7,7 @@ so an intersection result can be used verbatim as an Envoy domain.
 from __future__ import annotations
 
 
-def _covers(wildcard: str, hostname: str) -> bool:
+def covers(wildcard: str, hostname: str) -> bool:
     """Whether `*.suffix` matches `hostname` (which may itself be a narrower wildcard)."""
     suffix = wildcard[1:]  # ".example.com"
     return hostname.endswith(suffix) and len(hostname) > len(suffix)
@@ -17,9 +17,9 @@ def intersect(listener: str | None, route: str) -> str | None:
     """The hostnames both accept, as the more specific of the two, or None when disjoint."""
     if listener is None or listener == route:
         return route
-    if listener.startswith("*.") and _covers(listener, route):
+    if listener.startswith("*.") and covers(listener, route):
         return route
-    if route.startswith("*.") and _covers(route, listener):
+    if route.startswith("*.") and covers(route, listener):
         return listener
     return None
 

@@ -13,6 +13,7 @@ from stackway.translate import conditions as c
 from stackway.translate.context import Context
 from stackway.translate.gatewayapi.gateways import GatewayView, gateway_classes, gateway_status, gateways
 from stackway.translate.gatewayapi.routes import Placed, RouteTranslator
+from stackway.translate.hostnames import covers
 from stackway.translate.ingress import translate_ingresses
 
 
@@ -29,6 +30,19 @@ class _Socket:
     port: int
     protocol: str
     chains: dict[str, _Chain] = field(default_factory=dict)
+    #: Hostnames of the listeners sharing this socket (None: a listener without hostname).
+    hostnames: set[str | None] = field(default_factory=set)
+
+    def owner(self, hostname: str) -> str | None:
+        """The hostname of the listener that owns requests for `hostname`: the most specific one matching.
+
+        Listener isolation: a request belongs to exactly one listener, and only routes attached to that
+        listener may answer it, even where another listener's wildcard would also match.
+        """
+        matching = [
+            h for h in self.hostnames if h is None or h == hostname or (h.startswith("*.") and covers(h, hostname))
+        ]
+        return max(matching, key=_specificity, default=None)
 
 
 def translate_gateway_api(ctx: Context) -> ir.IR:
@@ -73,6 +87,7 @@ def _assemble(ctx: Context, views: list[GatewayView], placed: list[Placed]) -> t
                     ctx.problem(view.key, lv.name, f"{address}:{lv.spec.port} already serves {sock.protocol}")
                     lv.accepted = (False, "PortUnavailable", "port taken")
                     continue
+                sock.hostnames.add(lv.spec.hostname)
                 key = _chain_key(sock.protocol, lv.spec.hostname)
                 if key not in sock.chains:
                     names = (lv.spec.hostname,) if sock.protocol == "HTTPS" and lv.spec.hostname else ()
@@ -83,8 +98,33 @@ def _assemble(ctx: Context, views: list[GatewayView], placed: list[Placed]) -> t
             continue
         for address in view.addresses:
             sock = sockets[(address, p.listener.spec.port)]
+            if sock.owner(p.hostname) != p.listener.spec.hostname:
+                continue  # a more specific listener on this socket owns these requests
             sock.chains[_chain_key(sock.protocol, p.listener.spec.hostname)].vhosts[p.hostname].append(p)
     return tuple(_listener(sock) for _, sock in sorted(sockets.items()))
+
+
+def _specificity(hostname: str | None) -> tuple[int, int]:
+    if hostname is None:
+        return (0, 0)
+    return (1, len(hostname)) if hostname.startswith("*.") else (2, len(hostname))
+
+
+def _misdirected(sock: _Socket, chain: str, taken: set[str]) -> list[ir.VirtualHost]:
+    """421 answers for an HTTPS chain: hosts that belong to another listener's certificate and SNI.
+
+    A client may reuse a TLS connection for another hostname (HTTP/2 connection coalescing); the Gateway
+    API asks for 421 Misdirected Request then, so the client retries on a connection with the right SNI.
+    """
+    own = None if chain == "*" else chain
+    others = [
+        h
+        for h in sock.hostnames
+        if h is not None and h != own and h not in taken and (own is None or (own.startswith("*.") and covers(own, h)))
+    ]
+    hosts = sorted(others) + ([] if own is None else ["*"])
+    reject = ir.Route(name="misdirected-request", match=ir.Match(), action=ir.DirectResponse(421))
+    return [ir.VirtualHost(name=f"misdirected/{h}", domains=(h,), routes=(reject,)) for h in hosts]
 
 
 def _listener(sock: _Socket) -> ir.Listener:
@@ -101,6 +141,12 @@ def _listener(sock: _Socket) -> ir.Listener:
                     seen.add(entry.route.name)
                     routes.append(entry.route)
             vhosts.append(ir.VirtualHost(name=hostname, domains=(hostname,), routes=tuple(routes)))
+        # A listener hostname without routes still owns its requests: an empty virtual host answers 404
+        # instead of letting a wider listener's wildcard answer for it.
+        owned = [h for h in sock.hostnames if h is not None and _chain_key(sock.protocol, h) == key]
+        vhosts.extend(ir.VirtualHost(name=h, domains=(h,), routes=()) for h in sorted(owned) if h not in chain.vhosts)
+        if sock.protocol == "HTTPS":
+            vhosts.extend(_misdirected(sock, key, set(chain.vhosts) | set(owned)))
         chains.append(
             ir.FilterChain(
                 name=key,
