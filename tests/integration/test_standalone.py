@@ -315,3 +315,36 @@ async def test_nack_keeps_serving_and_shows_in_status_and_config(tmp_path: Path)
             assert config["envoys"][0]["types"]["RDS"]["last_nack"] is not None
             assert await served_by(run.port) == "blue"
         assert load.failures() == {}, load.counts
+
+
+async def test_cors_preflight_is_answered_by_the_gateway(tmp_path: Path) -> None:
+    async with running(tmp_path) as run:
+        docs = manifests(run.port, run.backends, "blue")
+        docs[2]["spec"]["rules"][0]["filters"] = [
+            {
+                "type": "CORS",
+                "cors": {
+                    "allowOrigins": ["https://*.example.com"],
+                    "allowMethods": ["GET", "PUT"],
+                    "allowHeaders": ["x-custom"],
+                    "maxAge": 600,
+                },
+            }
+        ]
+        write(run.directory / "app.yaml", docs)
+        headers = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "PUT"}
+        deadline = time.monotonic() + 5
+        async with aiohttp.ClientSession() as session:
+            while True:
+                async with session.options(f"http://127.0.0.1:{run.port}/", headers=headers) as resp:
+                    allowed = resp.headers.get("access-control-allow-origin")
+                    if allowed or time.monotonic() > deadline:
+                        break
+                await asyncio.sleep(0.05)
+            assert resp.status == 200
+            assert allowed == "https://app.example.com"
+            assert "PUT" in resp.headers.get("access-control-allow-methods", "")
+            assert resp.headers.get("access-control-max-age") == "600"
+            other = {"Origin": "https://evil.test", "Access-Control-Request-Method": "PUT"}
+            async with session.options(f"http://127.0.0.1:{run.port}/", headers=other) as resp:
+                assert "access-control-allow-origin" not in resp.headers

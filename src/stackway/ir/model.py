@@ -133,6 +133,18 @@ Action = Forward | Redirect | DirectResponse
 
 
 @dataclass(frozen=True)
+class Cors:
+    """A CORS policy; the gateway answers preflights itself. Origins may hold `*` wildcards."""
+
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age_s: int = 5
+
+
+@dataclass(frozen=True)
 class Route:
     """One match of one rule. `name` carries the route's identity for logs and access logs."""
 
@@ -141,6 +153,7 @@ class Route:
     action: Action
     request_headers: HeaderModifier | None = None
     response_headers: HeaderModifier | None = None
+    cors: Cors | None = None
 
 
 @dataclass(frozen=True)

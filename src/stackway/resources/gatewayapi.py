@@ -171,6 +171,15 @@ class HTTPRequestMirrorFilter(Model):
     fraction: Fraction | None = None
 
 
+class HTTPCORSFilter(Model):
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool | None = None
+    max_age: int = Field(default=5, ge=1)
+
+
 class HTTPRouteFilter(Model):
     type: str
     request_header_modifier: HTTPHeaderFilter | None = None
@@ -178,6 +187,7 @@ class HTTPRouteFilter(Model):
     request_redirect: HTTPRequestRedirectFilter | None = None
     url_rewrite: HTTPURLRewriteFilter | None = Field(default=None, alias="urlRewrite")
     request_mirror: HTTPRequestMirrorFilter | None = None
+    cors: HTTPCORSFilter | None = None
 
 
 class HTTPRouteTimeouts(Model):

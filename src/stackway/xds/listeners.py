@@ -10,6 +10,7 @@ import re
 
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
@@ -40,7 +41,13 @@ def _http_connection_manager(chain: ir.FilterChain, listener: ir.Listener) -> hc
             ),
             route_config_name=chain.route_config.name,
         ),
-        http_filters=[hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))],
+        # Every listener carries the same filter chain so that enabling CORS on a route never changes (and
+        # so never drains) a listener; the CORS filter does nothing for routes without a policy.
+        http_filters=[
+            hcm.HttpFilter(name="envoy.filters.http.cors", typed_config=_pack(cors_pb2.Cors())),
+            hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router())),
+        ],
+        upgrade_configs=[hcm.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
         normalize_path=wrappers_pb2.BoolValue(value=True),
         merge_slashes=True,
     )

@@ -8,9 +8,10 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import duration_pb2, wrappers_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from stackway.ir import model as ir
 
@@ -170,7 +171,35 @@ def build_route(route: ir.Route) -> rc.Route:
         _apply_headers(out, route.request_headers, "request")
     if route.response_headers is not None:
         _apply_headers(out, route.response_headers, "response")
+    if route.cors is not None:
+        packed = any_pb2.Any()
+        packed.Pack(cors_policy(route.cors))
+        out.typed_per_filter_config[CORS_FILTER].CopyFrom(packed)
     return out
+
+
+CORS_FILTER = "envoy.filters.http.cors"
+
+
+def _origin(origin: str) -> string_pb2.StringMatcher:
+    if origin == "*":
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=".*"))
+    if "*" in origin:
+        pattern = ".*".join(re.escape(part) for part in origin.split("*"))
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))
+    return string_pb2.StringMatcher(exact=origin)
+
+
+def cors_policy(cors: ir.Cors) -> cors_pb2.CorsPolicy:
+    """Gateway API CORS → Envoy's per-route CorsPolicy (the cors HTTP filter is on every listener)."""
+    return cors_pb2.CorsPolicy(
+        allow_origin_string_match=[_origin(o) for o in cors.allow_origins],
+        allow_methods=", ".join(cors.allow_methods),
+        allow_headers=", ".join(cors.allow_headers),
+        expose_headers=", ".join(cors.expose_headers),
+        max_age=str(cors.max_age_s),
+        allow_credentials=wrappers_pb2.BoolValue(value=cors.allow_credentials),
+    )
 
 
 def build_route_config(config: ir.RouteConfig) -> route_pb2.RouteConfiguration:

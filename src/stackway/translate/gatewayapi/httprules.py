@@ -19,7 +19,7 @@ from stackway.resources.raw import ObjectKey
 from stackway.translate.gatewayapi.routes import Ordered, RouteTranslator, precedence
 
 SUPPORTED_FILTERS = frozenset(
-    {"RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite", "RequestMirror"}
+    {"RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite", "RequestMirror", "CORS"}
 )
 BACKEND_FILTERS = frozenset({"RequestHeaderModifier", "ResponseHeaderModifier"})
 
@@ -48,6 +48,7 @@ def http_rules(tr: RouteTranslator, key: ObjectKey, route: HTTPRoute, age: int) 
                 action=action,
                 request_headers=request_headers,
                 response_headers=response_headers,
+                cors=_cors(filters.get("CORS")),
             )
             irmatch = irroute.match
             order = precedence(irmatch.path, irmatch.method, len(irmatch.headers), len(irmatch.query_params))
@@ -212,4 +213,18 @@ def _rewrite(f: HTTPRouteFilter | None, prefix: str | None) -> ir.Rewrite | None
         full_path=path.replace_full_path if path and path.type == "ReplaceFullPath" else None,
         prefix=prefix if path and path.type == "ReplacePrefixMatch" else None,
         prefix_replacement=path.replace_prefix_match if path and path.type == "ReplacePrefixMatch" else None,
+    )
+
+
+def _cors(f: HTTPRouteFilter | None) -> ir.Cors | None:
+    if f is None or f.cors is None:
+        return None
+    spec = f.cors
+    return ir.Cors(
+        allow_origins=spec.allow_origins,
+        allow_methods=spec.allow_methods,
+        allow_headers=spec.allow_headers,
+        expose_headers=spec.expose_headers,
+        allow_credentials=bool(spec.allow_credentials),
+        max_age_s=spec.max_age,
     )
