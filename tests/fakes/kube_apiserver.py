@@ -91,6 +91,11 @@ class FakeKubeApiServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def open_watches(self) -> int:
+        """Watch connections being served now."""
+        return len(self._watches)
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
