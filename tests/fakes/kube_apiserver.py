@@ -250,7 +250,7 @@ class FakeKubeApiServer:
             if request.path == "/version":
                 return web.json_response({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake"})
             target = self._target(request.path)
-            watching = request.query.get("watch") in ("1", "true")
+            watching = _flag(request.query.get("watch"))
             verb = _VERB_BY_METHOD.get(request.method) or ("get" if target.name else "watch" if watching else "list")
             self.requests[verb] += 1
             self.requests_by_resource[(verb, target.rt.plural)] += 1
@@ -259,7 +259,7 @@ class FakeKubeApiServer:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             if verb == "watch":
                 return await self._watch(request, target)
-            return web.json_response(await self._serve(request, target, verb))
+            return web.json_response(await self._serve(request, target, verb), status=201 if verb == "create" else 200)
         except ApiError as err:
             return web.json_response(err.status(), status=err.code)
 
@@ -331,7 +331,7 @@ class FakeKubeApiServer:
         """Replay from `resourceVersion` (or the current state as ADDED when none or "0" is given), then
         stream. A too-old resourceVersion is an ERROR event carrying a 410 Status, on a 200 response."""
         match = _matcher(request.query)
-        bookmarks = request.query.get("allowWatchBookmarks") in ("1", "true")
+        bookmarks = _flag(request.query.get("allowWatchBookmarks"))
         timeout = float(request.query.get("timeoutSeconds") or 1800)
         since = request.query.get("resourceVersion") or "0"
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -443,6 +443,11 @@ async def _body(request: web.Request) -> JSON:
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest", "the body must be an object")
     return body
+
+
+def _flag(value: str | None) -> bool:
+    """A boolean query parameter as Go's strconv.ParseBool reads it (clients send `true`, `True`, `1`)."""
+    return value in ("1", "t", "T", "true", "True", "TRUE")
 
 
 def _line(event: JSON) -> bytes:

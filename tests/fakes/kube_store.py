@@ -203,6 +203,7 @@ class Store:
     def reset(self) -> None:
         """Lose every object (a restored-from-nothing etcd); resourceVersions keep rising, history is gone."""
         self._objects.clear()
+        self.rv += 1  # every resourceVersion handed out so far belongs to the lost history
         self.compact()
 
     @staticmethod
