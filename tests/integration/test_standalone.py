@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -348,3 +349,114 @@ async def test_cors_preflight_is_answered_by_the_gateway(tmp_path: Path) -> None
             other = {"Origin": "https://evil.test", "Access-Control-Request-Method": "PUT"}
             async with session.options(f"http://127.0.0.1:{run.port}/", headers=other) as resp:
                 assert "access-control-allow-origin" not in resp.headers
+
+
+def _self_signed(tmp_path: Path, hostname: str) -> ssl.SSLContext:
+    """A server context for `hostname`, from a throwaway self-signed certificate."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / ".cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / ".key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / ".cert.pem", tmp_path / ".key.pem")
+    return context
+
+
+async def test_tls_passthrough_routes_by_sni_without_terminating(tmp_path: Path) -> None:
+    """The backend's own certificate reaches the client: Envoy only read the SNI and proxied the bytes."""
+    backend_dir = tmp_path / "backend"
+    backend_dir.mkdir()
+    secure = await start_echo(
+        "127.0.0.1", 0, "secure-0", "default", "secure", tls=_self_signed(backend_dir, "abc.example.com")
+    )
+    watched = tmp_path / "manifests"
+    watched.mkdir()
+    try:
+        async with running(watched) as run:
+            tls_port = free_port()
+            docs = manifests(run.port, run.backends, "blue")
+            docs[1]["spec"]["listeners"].append(
+                {
+                    "name": "tls",
+                    "port": tls_port,
+                    "protocol": "TLS",
+                    "hostname": "*.example.com",
+                    "tls": {"mode": "Passthrough"},
+                }
+            )
+            docs += [
+                {
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "TLSRoute",
+                    "metadata": {"name": "secure"},
+                    "spec": {
+                        "parentRefs": [{"name": "gw", "sectionName": "tls"}],
+                        "hostnames": ["abc.example.com"],
+                        "rules": [{"backendRefs": [{"name": "secure", "port": 443}]}],
+                    },
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": "secure"},
+                    "spec": {"ports": [{"name": "https", "port": 443}]},
+                },
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {"name": "secure-1", "labels": {"kubernetes.io/service-name": "secure"}},
+                    "addressType": "IPv4",
+                    "ports": [{"name": "https", "port": secure.port}],
+                    "endpoints": [{"addresses": ["127.0.0.1"]}],
+                },
+            ]
+            write(run.directory / "app.yaml", docs)
+            client = ssl.create_default_context(cafile=str(backend_dir / ".cert.pem"))
+            deadline = time.monotonic() + 10
+            body: dict[str, Any] = {}
+            while time.monotonic() < deadline and not body:
+                with contextlib.suppress(ssl.SSLError, ConnectionError, OSError):
+                    body = await _https_get(tls_port, "abc.example.com", client)
+                await asyncio.sleep(0.05)
+            assert body.get("service") == "secure"
+            with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                await _https_get(tls_port, "other.org", client)
+    finally:
+        await secure.close()
+
+
+async def _https_get(port: int, sni: str, context: ssl.SSLContext) -> dict[str, Any]:
+    """GET / over TLS with the given SNI to 127.0.0.1:port, returning the echo's JSON ({} when not yet)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=sni)
+    try:
+        writer.write(f"GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = await reader.read()
+    finally:
+        writer.close()
+    _, _, payload = data.partition(b"\r\n\r\n")
+    try:
+        return dict(json.loads(payload))
+    except ValueError:
+        return {}

@@ -21,6 +21,7 @@ import asyncio
 import json
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -398,12 +399,16 @@ class EchoServer:
         await self.close()
 
 
-async def start_echo(host: str, port: int, pod: str, namespace: str, service: str = "") -> EchoServer:
-    """Start an echo backend on host:port (port 0 picks a free one; read it back from `.port`)."""
+async def start_echo(
+    host: str, port: int, pod: str, namespace: str, service: str = "", *, tls: ssl.SSLContext | None = None
+) -> EchoServer:
+    """Start an echo backend on host:port (port 0 picks a free one; read it back from `.port`).
+
+    With `tls`, it speaks HTTPS: the backend of TLS passthrough and upstream-TLS tests."""
     server = EchoServer(host=host, port=port, identity=EchoIdentity(pod=pod, namespace=namespace, service=service))
     factory: Callable[[], asyncio.Protocol] = lambda: _EchoProtocol(server)  # noqa: E731
     loop = asyncio.get_running_loop()
-    server._server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+    server._server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024, ssl=tls)
     sockets = server._server.sockets
     if sockets:
         server.port = sockets[0].getsockname()[1]

@@ -182,12 +182,14 @@ class Certificate:
 
 @dataclass(frozen=True)
 class FilterChain:
-    """A hostname's slice of a socket: SNI names (empty = any), certificates (empty = plaintext), routes."""
+    """A hostname's slice of a socket: SNI names (empty = any), certificates (empty = plaintext or TLS
+    passthrough), and either HTTP routes or, for TLSRoute, the clusters the TCP stream is proxied to."""
 
     name: str
     server_names: tuple[str, ...]
     certificates: tuple[Certificate, ...]
-    route_config: RouteConfig
+    route_config: RouteConfig | None = None
+    tcp: tuple[WeightedCluster, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,8 @@ class Listener:
     name: str
     address: str
     port: int
-    protocol: Literal["HTTP", "HTTPS"]
+    #: HTTP: plaintext, hosts decide. TLS: filter chains chosen by SNI (HTTPS terminated, or TLS routes).
+    protocol: Literal["HTTP", "TLS"]
     filter_chains: tuple[FilterChain, ...]
 
 

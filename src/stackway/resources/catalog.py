@@ -30,6 +30,7 @@ KINDS: dict[tuple[str, str], tuple[type[BaseModel], frozenset[str]]] = {
     (GW, "Gateway"): (gatewayapi.Gateway, frozenset({f"{GW}/v1", f"{GW}/v1beta1"})),
     (GW, "HTTPRoute"): (gatewayapi.HTTPRoute, frozenset({f"{GW}/v1", f"{GW}/v1beta1"})),
     (GW, "GRPCRoute"): (gatewayapi.GRPCRoute, frozenset({f"{GW}/v1"})),
+    (GW, "TLSRoute"): (gatewayapi.TLSRoute, frozenset({f"{GW}/v1", f"{GW}/v1alpha2", f"{GW}/v1alpha3"})),
     (GW, "ReferenceGrant"): (gatewayapi.ReferenceGrant, frozenset({f"{GW}/v1", f"{GW}/v1beta1"})),
 }
 

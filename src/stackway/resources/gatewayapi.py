@@ -283,3 +283,19 @@ class GRPCRouteSpec(Model):
 class GRPCRoute(Model):
     metadata: ObjectMeta
     spec: GRPCRouteSpec = GRPCRouteSpec()
+
+
+class TLSRouteRule(Model):
+    name: str | None = None
+    backend_refs: tuple[HTTPBackendRef, ...] = ()
+
+
+class TLSRouteSpec(Model):
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    rules: tuple[TLSRouteRule, ...] = Field(default=(), min_length=1)
+
+
+class TLSRoute(Model):
+    metadata: ObjectMeta
+    spec: TLSRouteSpec

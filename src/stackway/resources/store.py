@@ -33,6 +33,7 @@ class Resources:
     gateways: Mapping[NsName, gatewayapi.Gateway] = field(default_factory=dict)
     http_routes: Mapping[NsName, gatewayapi.HTTPRoute] = field(default_factory=dict)
     grpc_routes: Mapping[NsName, gatewayapi.GRPCRoute] = field(default_factory=dict)
+    tls_routes: Mapping[NsName, gatewayapi.TLSRoute] = field(default_factory=dict)
     reference_grants: Mapping[NsName, gatewayapi.ReferenceGrant] = field(default_factory=dict)
     ingresses: Mapping[NsName, networking.Ingress] = field(default_factory=dict)
     ingress_classes: Mapping[str, networking.IngressClass] = field(default_factory=dict)
@@ -55,6 +56,7 @@ class Resources:
         gateways: dict[NsName, gatewayapi.Gateway] = {}
         routes: dict[NsName, gatewayapi.HTTPRoute] = {}
         grpc_routes: dict[NsName, gatewayapi.GRPCRoute] = {}
+        tls_routes: dict[NsName, gatewayapi.TLSRoute] = {}
         grants: dict[NsName, gatewayapi.ReferenceGrant] = {}
         ingresses: dict[NsName, networking.Ingress] = {}
         ingress_classes: dict[str, networking.IngressClass] = {}
@@ -78,6 +80,8 @@ class Resources:
                     routes[nsname] = obj
                 case gatewayapi.GRPCRoute():
                     grpc_routes[nsname] = obj
+                case gatewayapi.TLSRoute():
+                    tls_routes[nsname] = obj
                 case gatewayapi.ReferenceGrant():
                     grants[nsname] = obj
                 case networking.Ingress():
@@ -93,6 +97,7 @@ class Resources:
             gateways=gateways,
             http_routes=routes,
             grpc_routes=grpc_routes,
+            tls_routes=tls_routes,
             reference_grants=grants,
             ingresses=ingresses,
             ingress_classes=ingress_classes,

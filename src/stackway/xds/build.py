@@ -23,7 +23,8 @@ def build_resources(config: ir.IR) -> dict[str, dict[str, Message]]:
     for listener in sorted(config.listeners, key=lambda lst: lst.name):
         listeners[listener.name] = build_listener(listener)
         for chain in listener.filter_chains:
-            routes[chain.route_config.name] = build_route_config(chain.route_config)
+            if chain.route_config is not None:
+                routes[chain.route_config.name] = build_route_config(chain.route_config)
     clusters: dict[str, Message] = {}
     endpoints: dict[str, Message] = {}
     for cluster in sorted(config.clusters, key=lambda c: c.name):

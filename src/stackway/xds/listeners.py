@@ -14,6 +14,7 @@ from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 from google.protobuf.message import Message
@@ -32,6 +33,7 @@ def stat_prefix(name: str) -> str:
 
 
 def _http_connection_manager(chain: ir.FilterChain, listener: ir.Listener) -> hcm.HttpConnectionManager:
+    assert chain.route_config is not None
     return hcm.HttpConnectionManager(
         stat_prefix=stat_prefix(f"{listener.name}_{chain.name}"),
         codec_type=hcm.HttpConnectionManager.AUTO,
@@ -51,6 +53,18 @@ def _http_connection_manager(chain: ir.FilterChain, listener: ir.Listener) -> hc
         normalize_path=wrappers_pb2.BoolValue(value=True),
         merge_slashes=True,
     )
+
+
+def _tcp_proxy(chain: ir.FilterChain, listener: ir.Listener) -> tcp_proxy_pb2.TcpProxy:
+    """TLSRoute: the (possibly still encrypted) stream goes to the backends by weight."""
+    out = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix(f"{listener.name}_{chain.name}"))
+    if len(chain.tcp) == 1:
+        out.cluster = chain.tcp[0].cluster
+    else:
+        out.weighted_clusters.clusters.extend(
+            tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(name=wc.cluster, weight=wc.weight) for wc in chain.tcp
+        )
+    return out
 
 
 def _tls_socket(chain: ir.FilterChain) -> base_pb2.TransportSocket:
@@ -77,22 +91,23 @@ def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
         ),
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=32768),
     )
-    if listener.protocol == "HTTPS":
+    if listener.protocol == "TLS":
         out.listener_filters.append(
             listener_components_pb2.ListenerFilter(
                 name="envoy.filters.listener.tls_inspector", typed_config=_pack(tls_inspector_pb2.TlsInspector())
             )
         )
     for chain in listener.filter_chains:
-        fc = listener_components_pb2.FilterChain(
-            name=chain.name,
-            filters=[
-                listener_components_pb2.Filter(
-                    name="envoy.filters.network.http_connection_manager",
-                    typed_config=_pack(_http_connection_manager(chain, listener)),
-                )
-            ],
-        )
+        if chain.route_config is not None:
+            network = listener_components_pb2.Filter(
+                name="envoy.filters.network.http_connection_manager",
+                typed_config=_pack(_http_connection_manager(chain, listener)),
+            )
+        else:
+            network = listener_components_pb2.Filter(
+                name="envoy.filters.network.tcp_proxy", typed_config=_pack(_tcp_proxy(chain, listener))
+            )
+        fc = listener_components_pb2.FilterChain(name=chain.name, filters=[network])
         if chain.server_names:
             fc.filter_chain_match.server_names.extend(chain.server_names)
         if chain.certificates:

@@ -24,10 +24,17 @@ def validate_ir(config: ir.IR) -> None:
         names.add(listener.name)
         if not 0 < listener.port < 65536:
             problems.append(f"{listener.name}: port {listener.port} out of range")
-        if listener.protocol == "HTTPS" and any(not fc.certificates for fc in listener.filter_chains):
-            problems.append(f"{listener.name}: HTTPS filter chain without certificate")
         for fc in listener.filter_chains:
-            for vh in fc.route_config.virtual_hosts:
+            if (fc.route_config is None) == (not fc.tcp):
+                problems.append(f"{listener.name}/{fc.name}: needs exactly one of routes and TCP clusters")
+            problems.extend(
+                f"{listener.name}/{fc.name}: unknown cluster {wc.cluster}"
+                for wc in fc.tcp
+                if wc.cluster not in clusters
+            )
+            if listener.protocol == "TLS" and fc.route_config is not None and not fc.certificates:
+                problems.append(f"{listener.name}/{fc.name}: HTTPS filter chain without certificate")
+            for vh in fc.route_config.virtual_hosts if fc.route_config else ():
                 for route in vh.routes:
                     problems.extend(f"{route.name}: {p}" for p in _route_problems(route, clusters))
     if problems:

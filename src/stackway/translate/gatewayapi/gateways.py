@@ -15,11 +15,17 @@ from stackway.translate.certs import certificate_problem
 from stackway.translate.context import Context
 from stackway.translate.refs import granted
 
-SUPPORTED_PROTOCOLS = ("HTTP", "HTTPS")
+SUPPORTED_PROTOCOLS = ("HTTP", "HTTPS", "TLS")
 ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
     "HTTP": ("HTTPRoute", "GRPCRoute"),
     "HTTPS": ("HTTPRoute", "GRPCRoute"),
+    "TLS": ("TLSRoute",),
 }
+
+
+def family(protocol: str) -> str:
+    """Listeners of one family can share a socket: HTTPS and TLS both pick a filter chain by SNI."""
+    return "TLS" if protocol in ("HTTPS", "TLS") else protocol
 
 
 @dataclass
@@ -121,11 +127,17 @@ def _validate_listener(ctx: Context, lv: ListenerView, index: int) -> None:
     fld = f"spec.listeners[{index}]"
     if spec.protocol not in SUPPORTED_PROTOCOLS:
         lv.accepted = (False, c.R_UNSUPPORTED_PROTOCOL, f"Protocol {spec.protocol} is not supported")
-        ctx.problem(lv.gateway.key, f"{fld}.protocol", f"{spec.protocol!r} is not supported (HTTP, HTTPS)")
+        ctx.problem(lv.gateway.key, f"{fld}.protocol", f"{spec.protocol!r} is not supported (HTTP, HTTPS, TLS)")
         return
     _resolve_route_kinds(ctx, lv, fld)
     if spec.protocol == "HTTPS":
         _resolve_certificates(ctx, lv, fld)
+    elif spec.protocol == "TLS":
+        if lv.spec.tls is None:
+            lv.accepted = (False, c.R_UNSUPPORTED_PROTOCOL, "TLS listener needs tls.mode")
+            ctx.problem(lv.gateway.key, f"{fld}.tls", lv.accepted[2])
+        elif lv.spec.tls.mode == "Terminate":
+            _resolve_certificates(ctx, lv, fld)
 
 
 def _resolve_route_kinds(ctx: Context, lv: ListenerView, fld: str) -> None:
@@ -149,7 +161,7 @@ def _resolve_certificates(ctx: Context, lv: ListenerView, fld: str) -> None:
         ctx.problem(lv.gateway.key, f"{fld}.tls.certificateRefs", lv.resolved[2])
         return
     if tls.mode != "Terminate":
-        lv.accepted = (False, c.R_UNSUPPORTED_PROTOCOL, "HTTPS listeners terminate TLS; Passthrough needs TLS")
+        lv.accepted = (False, c.R_UNSUPPORTED_PROTOCOL, "HTTPS listeners terminate TLS; for Passthrough use TLS")
         ctx.problem(lv.gateway.key, f"{fld}.tls.mode", lv.accepted[2])
         return
     certs: list[ir.Certificate] = []
@@ -196,7 +208,7 @@ def _detect_conflicts_within(ctx: Context, view: GatewayView) -> None:
             by_port[lv.spec.port].append(lv)
     for port, group in by_port.items():
         protocols = {lv.spec.protocol for lv in group}
-        if len(protocols) > 1:
+        if len({family(p) for p in protocols}) > 1:
             for lv in group:
                 lv.conflicted = (True, c.R_PROTOCOL_CONFLICT, f"Listeners on port {port} use different protocols")
             ctx.problem(view.key, "spec.listeners", f"port {port}: protocols {sorted(protocols)} conflict")
@@ -228,8 +240,8 @@ def _detect_socket_conflicts(ctx: Context, views: list[GatewayView]) -> None:
                 continue
             for address in view.addresses:
                 sock = (address, lv.spec.port)
-                first = owner.setdefault(sock, (lv.spec.protocol, view.key))
-                if first[0] != lv.spec.protocol:
+                first = owner.setdefault(sock, (family(lv.spec.protocol), view.key))
+                if first[0] != family(lv.spec.protocol):
                     msg = (
                         f"{address}:{lv.spec.port} already serves {first[0]} for {first[1]}; "
                         f"cannot also serve {lv.spec.protocol}"

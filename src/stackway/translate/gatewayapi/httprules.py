@@ -13,6 +13,8 @@ from stackway.resources.gatewayapi import (
     HTTPRouteFilter,
     HTTPRouteMatch,
     HTTPRouteRule,
+    TLSRoute,
+    TLSRouteRule,
     duration_ms,
 )
 from stackway.resources.raw import ObjectKey
@@ -57,7 +59,11 @@ def http_rules(tr: RouteTranslator, key: ObjectKey, route: HTTPRoute, age: int) 
 
 
 def forward_action(
-    tr: RouteTranslator, key: ObjectKey, rule: HTTPRouteRule | GRPCRouteRule, r_index: int, h2c: bool = False
+    tr: RouteTranslator,
+    key: ObjectKey,
+    rule: HTTPRouteRule | GRPCRouteRule | TLSRouteRule,
+    r_index: int,
+    h2c: bool = False,
 ) -> ir.Forward | None:
     """Backends, mirrors, timeouts and retries of one rule; None when no backend can take traffic."""
     weighted: list[ir.WeightedCluster] = []
@@ -76,7 +82,7 @@ def forward_action(
     if not weighted:
         return None
     mirrors: list[ir.Mirror] = []
-    for f_index, f in enumerate(rule.filters):
+    for f_index, f in enumerate(getattr(rule, "filters", ())):
         if f.type == "RequestMirror" and f.request_mirror is not None:
             spec = f.request_mirror
             fld = f"spec.rules[{r_index}].filters[{f_index}].requestMirror.backendRef"
@@ -228,3 +234,17 @@ def _cors(f: HTTPRouteFilter | None) -> ir.Cors | None:
         allow_credentials=bool(spec.allow_credentials),
         max_age_s=spec.max_age,
     )
+
+
+def tls_rules(tr: RouteTranslator, key: ObjectKey, route: TLSRoute, age: int) -> list[Ordered]:
+    """A TLSRoute becomes one catch-all "route" whose Forward names the TCP backends; the assembly turns it
+    into a tcp_proxy filter chain per SNI hostname (the oldest route wins a hostname)."""
+    out: list[Ordered] = []
+    for r_index, rule in enumerate(route.spec.rules):
+        forward = forward_action(tr, key, rule, r_index)
+        action: ir.Action = forward if forward is not None else ir.DirectResponse(500)
+        irroute = ir.Route(
+            name=f"tlsroute/{key.namespace}/{key.name}/rule/{rule.name or r_index}", match=ir.Match(), action=action
+        )
+        out.append(((age, r_index), irroute))
+    return out

@@ -12,7 +12,14 @@ from functools import partial
 from typing import Any
 
 from stackway.ir import model as ir
-from stackway.resources.gatewayapi import GROUP, BackendObjectReference, GRPCRoute, HTTPRoute, ParentReference
+from stackway.resources.gatewayapi import (
+    GROUP,
+    BackendObjectReference,
+    GRPCRoute,
+    HTTPRoute,
+    ParentReference,
+    TLSRoute,
+)
 from stackway.resources.raw import ObjectKey
 from stackway.translate import conditions as c
 from stackway.translate.context import Context
@@ -20,7 +27,7 @@ from stackway.translate.gatewayapi.backends import BackendFailure, resolve_backe
 from stackway.translate.gatewayapi.gateways import GatewayView, ListenerView
 from stackway.translate.hostnames import effective_hostnames
 
-AnyRoute = HTTPRoute | GRPCRoute
+AnyRoute = HTTPRoute | GRPCRoute | TLSRoute
 Ordered = tuple[tuple[Any, ...], ir.Route]
 
 
@@ -55,7 +62,7 @@ class RouteTranslator:
 
     def translate_all(self) -> None:
         from stackway.translate.gatewayapi.grpcrules import grpc_rules, grpc_unsupported
-        from stackway.translate.gatewayapi.httprules import http_rules, http_unsupported
+        from stackway.translate.gatewayapi.httprules import http_rules, http_unsupported, tls_rules
 
         routes: list[tuple[ObjectKey, AnyRoute]] = [
             (ObjectKey(GROUP, "HTTPRoute", ns, name), r) for (ns, name), r in self.ctx.resources.http_routes.items()
@@ -63,16 +70,21 @@ class RouteTranslator:
         routes += [
             (ObjectKey(GROUP, "GRPCRoute", ns, name), r) for (ns, name), r in self.ctx.resources.grpc_routes.items()
         ]
+        routes += [
+            (ObjectKey(GROUP, "TLSRoute", ns, name), r) for (ns, name), r in self.ctx.resources.tls_routes.items()
+        ]
         routes.sort(key=lambda item: (item[1].metadata.creation_timestamp, item[0].namespace, item[0].name))
         for age, (key, route) in enumerate(routes):
             if isinstance(route, HTTPRoute):
                 self._translate(
                     key, route, partial(http_unsupported, route), partial(http_rules, self, key, route, age)
                 )
-            else:
+            elif isinstance(route, GRPCRoute):
                 self._translate(
                     key, route, partial(grpc_unsupported, route), partial(grpc_rules, self, key, route, age)
                 )
+            else:
+                self._translate(key, route, lambda: None, partial(tls_rules, self, key, route, age))
 
     def _translate(
         self,

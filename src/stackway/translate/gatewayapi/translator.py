@@ -11,7 +11,7 @@ from stackway.ir import model as ir
 from stackway.resources.gatewayapi import GROUP
 from stackway.translate import conditions as c
 from stackway.translate.context import Context
-from stackway.translate.gatewayapi.gateways import GatewayView, gateway_classes, gateway_status, gateways
+from stackway.translate.gatewayapi.gateways import GatewayView, family, gateway_classes, gateway_status, gateways
 from stackway.translate.gatewayapi.routes import Placed, RouteTranslator
 from stackway.translate.hostnames import covers
 from stackway.translate.ingress import translate_ingresses
@@ -21,6 +21,8 @@ from stackway.translate.ingress import translate_ingresses
 class _Chain:
     server_names: tuple[str, ...]
     certificates: tuple[ir.Certificate, ...]
+    #: True for TLS listeners (TLSRoute): the stream is proxied, not parsed as HTTP.
+    tcp: bool = False
     vhosts: dict[str, list[Placed]] = field(default_factory=lambda: defaultdict(list))
 
 
@@ -59,11 +61,11 @@ def translate_gateway_api(ctx: Context) -> ir.IR:
         name
         for lst in listeners
         for fc in lst.filter_chains
-        for vh in fc.route_config.virtual_hosts
+        for vh in (fc.route_config.virtual_hosts if fc.route_config else ())
         for rt in vh.routes
         if isinstance(rt.action, ir.Forward)
         for name in (*(wc.cluster for wc in rt.action.clusters), *(m.cluster for m in rt.action.mirrors))
-    }
+    } | {wc.cluster for lst in listeners for fc in lst.filter_chains for wc in fc.tcp}
     clusters = tuple(routes.clusters[name] for name in sorted(used))
     return ir.IR(listeners=listeners, clusters=clusters)
 
@@ -81,8 +83,9 @@ def _assemble(ctx: Context, views: list[GatewayView], placed: list[Placed]) -> t
             if not lv.serving:
                 continue
             for address in view.addresses:
-                sock = sockets.setdefault((address, lv.spec.port), _Socket(address, lv.spec.port, lv.spec.protocol))
-                if sock.protocol != lv.spec.protocol:
+                proto = family(lv.spec.protocol)
+                sock = sockets.setdefault((address, lv.spec.port), _Socket(address, lv.spec.port, proto))
+                if sock.protocol != proto:
                     # Only Ingress can get here (Gateways were checked): its ports are taken by a Gateway.
                     ctx.problem(view.key, lv.name, f"{address}:{lv.spec.port} already serves {sock.protocol}")
                     lv.accepted = (False, "PortUnavailable", "port taken")
@@ -90,8 +93,8 @@ def _assemble(ctx: Context, views: list[GatewayView], placed: list[Placed]) -> t
                 sock.hostnames.add(lv.spec.hostname)
                 key = _chain_key(sock.protocol, lv.spec.hostname)
                 if key not in sock.chains:
-                    names = (lv.spec.hostname,) if sock.protocol == "HTTPS" and lv.spec.hostname else ()
-                    sock.chains[key] = _Chain(names, lv.certificates)
+                    names = (lv.spec.hostname,) if sock.protocol == "TLS" and lv.spec.hostname else ()
+                    sock.chains[key] = _Chain(names, lv.certificates, tcp=lv.spec.protocol == "TLS")
     for p in placed:
         view = p.listener.gateway
         if view.address_problem or not p.listener.serving:
@@ -127,10 +130,29 @@ def _misdirected(sock: _Socket, chain: str, taken: set[str]) -> list[ir.VirtualH
     return [ir.VirtualHost(name=f"misdirected/{h}", domains=(h,), routes=(reject,)) for h in hosts]
 
 
+def _tcp_chains(key: str, chain: _Chain) -> list[ir.FilterChain]:
+    """A TLS listener's routes: one filter chain per SNI hostname, proxied to the oldest route's backends."""
+    out: list[ir.FilterChain] = []
+    for hostname, entries in sorted(chain.vhosts.items()):
+        first = min(entries, key=lambda e: e.order).route.action
+        if not isinstance(first, ir.Forward):
+            continue  # no usable backend: without a chain, Envoy closes the connection
+        names = () if hostname == "*" else (hostname,)
+        out.append(
+            ir.FilterChain(
+                name=f"{key}/{hostname}", server_names=names, certificates=chain.certificates, tcp=first.clusters
+            )
+        )
+    return out
+
+
 def _listener(sock: _Socket) -> ir.Listener:
     base = f"{sock.address}/{sock.port}"
     chains: list[ir.FilterChain] = []
     for key, chain in sorted(sock.chains.items()):
+        if chain.tcp:
+            chains.extend(_tcp_chains(key, chain))
+            continue
         rc_name = f"route/{base}" if sock.protocol == "HTTP" else f"route/{base}/{key}"
         vhosts: list[ir.VirtualHost] = []
         for hostname, entries in sorted(chain.vhosts.items()):
@@ -145,7 +167,7 @@ def _listener(sock: _Socket) -> ir.Listener:
         # instead of letting a wider listener's wildcard answer for it.
         owned = [h for h in sock.hostnames if h is not None and _chain_key(sock.protocol, h) == key]
         vhosts.extend(ir.VirtualHost(name=h, domains=(h,), routes=()) for h in sorted(owned) if h not in chain.vhosts)
-        if sock.protocol == "HTTPS":
+        if sock.protocol == "TLS":
             vhosts.extend(_misdirected(sock, key, set(chain.vhosts) | set(owned)))
         chains.append(
             ir.FilterChain(
@@ -159,7 +181,7 @@ def _listener(sock: _Socket) -> ir.Listener:
         name=f"listener/{base}",
         address=sock.address,
         port=sock.port,
-        protocol="HTTPS" if sock.protocol == "HTTPS" else "HTTP",
+        protocol="TLS" if sock.protocol == "TLS" else "HTTP",
         filter_chains=tuple(chains),
     )
 
