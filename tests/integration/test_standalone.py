@@ -460,3 +460,74 @@ async def _https_get(port: int, sni: str, context: ssl.SSLContext) -> dict[str, 
         return dict(json.loads(payload))
     except ValueError:
         return {}
+
+
+async def test_route_churn_under_traffic_gives_no_gateway_errors(tmp_path: Path) -> None:
+    """Hundreds of routes added, reordered, re-pointed and removed, weights changed and endpoints scaled,
+    while steady traffic hits one route: every answer must come from a backend (no 404/503 of Envoy's)."""
+    async with running(tmp_path) as run:
+        extra = await start_echo("127.0.0.1", 0, "blue-1", "default", "blue")
+        try:
+
+            def churn_docs(count: int, reverse: bool, target: str) -> list[dict[str, Any]]:
+                names = [f"churn-{i}" for i in range(count)]
+                if reverse:
+                    names.reverse()
+                return [
+                    {
+                        "apiVersion": "gateway.networking.k8s.io/v1",
+                        "kind": "HTTPRoute",
+                        "metadata": {"name": n},
+                        "spec": {
+                            "parentRefs": [{"name": "gw"}],
+                            "rules": [
+                                {
+                                    "matches": [{"path": {"type": "PathPrefix", "value": f"/{n}"}}],
+                                    "backendRefs": [{"name": target, "port": 80}],
+                                }
+                            ],
+                        },
+                    }
+                    for n in names
+                ]
+
+            def slice_for_blue(*ports: int) -> dict[str, Any]:
+                return {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {"name": "blue-1", "labels": {"kubernetes.io/service-name": "blue"}},
+                    "addressType": "IPv4",
+                    "ports": [{"name": "http", "port": ports[0]}],
+                    "endpoints": [{"addresses": ["127.0.0.1"]}],
+                }
+
+            steps: list[tuple[str, list[dict[str, Any]]]] = [
+                ("churn.yaml", churn_docs(300, False, "green")),
+                ("churn.yaml", churn_docs(300, True, "blue")),
+                ("churn.yaml", churn_docs(150, False, "green")),
+                ("churn.yaml", churn_docs(400, True, "green")),
+                ("churn.yaml", []),
+            ]
+            with Load(run.port) as load:
+                for file, docs in steps:
+                    write(run.directory / file, docs or "")
+                    await asyncio.sleep(0.3)
+                for weights in ((90, 10), (50, 50), (0, 100), (100, 0)):
+                    docs = manifests(run.port, run.backends, "blue", weight=weights[0])
+                    docs[2]["spec"]["rules"][0]["backendRefs"].append(
+                        {"name": "green", "port": 80, "weight": weights[1]}
+                    )
+                    write(run.directory / "app.yaml", docs)
+                    await asyncio.sleep(0.3)
+                for port in (extra.port, run.backends["blue"], extra.port, run.backends["blue"]):
+                    docs = [d for d in manifests(run.port, run.backends, "blue") if d["metadata"]["name"] != "blue-1"]
+                    write(run.directory / "app.yaml", [*docs, slice_for_blue(port)])
+                    await asyncio.sleep(0.3)
+                await run.gateway.cache.wait_acked(run.gateway.control.snapshot.version, 10)
+                await asyncio.sleep(0.2)
+            total = sum(load.counts.values())
+            print(f"\nchurn: {total} requests, by answer: {dict(load.counts)}")
+            assert load.failures() == {}, load.counts
+            assert total > 300
+        finally:
+            await extra.close()
