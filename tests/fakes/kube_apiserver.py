@@ -18,7 +18,7 @@ import contextlib
 import copy
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,7 @@ from tests.fakes.kube_semantics import (
     JSON,
     ApiError,
     ResourceType,
-    parse_field_selector,
-    parse_label_selector,
+    object_matcher,
 )
 from tests.fakes.kube_store import BUILTIN_NAMESPACES, Event, Store
 
@@ -82,7 +81,7 @@ class FakeKubeApiServer:
         self.requests_by_resource: Counter[tuple[str, str]] = Counter()
         self._faults: list[Fault] = []
         self._watches: set[asyncio.Queue[Event | None]] = set()
-        self._watch_transports: set[asyncio.BaseTransport] = set()
+        self._watch_transports: set[asyncio.Transport] = set()
         self._runner: web.AppRunner | None = None
 
     # --------------------------------------------------------------------------------------- lifecycle
@@ -306,9 +305,9 @@ class FakeKubeApiServer:
         return self._out(store.delete(rt, ns, target.name, (options or {}).get("preconditions")), target)
 
     def _list(self, request: web.Request, target: _Target) -> JSON:
-        match = _matcher(request.query)
+        match = object_matcher(request.query.get("labelSelector"), request.query.get("fieldSelector"))
         limit = int(request.query.get("limit") or 0)
-        items, rv, token = self.store.list(
+        items, rv, token = self.store.select(
             target.rt, target.namespace or None, match=match, limit=limit, continue_=request.query.get("continue")
         )
         if not target.rt.crd:  # built-in lists carry kind/apiVersion once, not per item
@@ -330,7 +329,7 @@ class FakeKubeApiServer:
     async def _watch(self, request: web.Request, target: _Target) -> web.StreamResponse:
         """Replay from `resourceVersion` (or the current state as ADDED when none or "0" is given), then
         stream. A too-old resourceVersion is an ERROR event carrying a 410 Status, on a 200 response."""
-        match = _matcher(request.query)
+        match = object_matcher(request.query.get("labelSelector"), request.query.get("fieldSelector"))
         bookmarks = _flag(request.query.get("allowWatchBookmarks"))
         timeout = float(request.query.get("timeoutSeconds") or 1800)
         since = request.query.get("resourceVersion") or "0"
@@ -372,7 +371,7 @@ class FakeKubeApiServer:
         response: web.StreamResponse,
         queue: asyncio.Queue[Event | None],
         target: _Target,
-        match: Any,
+        match: Callable[[JSON], bool],
         bookmarks: bool,
         seconds: float,
     ) -> None:
@@ -399,7 +398,7 @@ class FakeKubeApiServer:
                     }
                     await response.write(_line({"type": "BOOKMARK", "object": obj}))
                 continue
-            out = _visible(event, target, match)
+            out = event.seen_by(target.rt, target.namespace, match)
             if out is not None:
                 await response.write(_line({"type": out[0], "object": self._out(out[1], target)}))
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -407,32 +406,6 @@ class FakeKubeApiServer:
 
 
 _BOOKMARK = Event(0, "BOOKMARK", DEFAULT_RESOURCES[0], {}, None)
-
-
-def _visible(event: Event, target: _Target, match: Any) -> tuple[str, JSON] | None:
-    """What a watch on `target` with selector `match` sees of `event`, if anything."""
-    if event.resource != target.rt:
-        return None
-    meta = event.obj.get("metadata", {})
-    if target.namespace and meta.get("namespace") != target.namespace:
-        return None
-    now_in = match(event.obj)
-    was_in = event.old is not None and match(event.old)
-    if event.type == "MODIFIED" and now_in != was_in:
-        return ("ADDED" if now_in else "DELETED", copy.deepcopy(event.obj))
-    return (event.type, copy.deepcopy(event.obj)) if now_in else None
-
-
-def _matcher(query: Mapping[str, str]) -> Any:
-    labels = parse_label_selector(query.get("labelSelector"))
-    fields = parse_field_selector(query.get("fieldSelector"))
-
-    def match(obj: JSON) -> bool:
-        meta = obj.get("metadata", {})
-        field_values = {"metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", "")}
-        return labels(meta.get("labels") or {}) and fields(field_values)
-
-    return match
 
 
 async def _body(request: web.Request) -> JSON:

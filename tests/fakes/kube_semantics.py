@@ -126,29 +126,46 @@ def _split_top_level(text: str) -> list[str]:
     return [p for p in parts if p.strip()]
 
 
+#: key, operator (=, !=, in, notin, exists, !exists) and the values an operator compares with
+_Requirement = tuple[str, str, frozenset[str]]
+
+
+def _holds(requirement: _Requirement, values_by_key: Mapping[str, str]) -> bool:
+    key, op, values = requirement
+    if op == "exists":
+        return key in values_by_key
+    if op == "!exists":
+        return key not in values_by_key
+    if op in ("=", "in"):
+        return values_by_key.get(key) in values
+    return values_by_key.get(key) not in values  # != and notin also hold where the key is absent
+
+
+def _selector(requirements: list[_Requirement]) -> Selector:
+    def match(values_by_key: Mapping[str, str]) -> bool:
+        return all(_holds(r, values_by_key) for r in requirements)
+
+    return match
+
+
 def parse_label_selector(text: str | None) -> Selector:
     """Equality (`a=b`, `a==b`, `a!=b`), set (`a in (x,y)`, `a notin (x)`) and existence (`a`, `!a`)
     requirements, ANDed, as `kubectl get -l` accepts them. A bad selector is a 400, as on the real server."""
-    checks: list[Selector] = []
+    requirements: list[_Requirement] = []
     for part in _split_top_level(text or ""):
         m = _REQUIREMENT.match(part)
         if m is None:
             raise ApiError(400, "BadRequest", f"unable to parse requirement: {part!r}")
         if m["absent"]:
-            checks.append(lambda labels, k=m["absent"]: k not in labels)
-        elif m["op"] in ("=", "=="):
-            checks.append(lambda labels, k=m["key"], v=m["value"]: labels.get(k) == v)
-        elif m["op"] == "!=":
-            checks.append(lambda labels, k=m["key"], v=m["value"]: labels.get(k) != v)
+            requirements.append((m["absent"], "!exists", frozenset()))
+        elif m["op"]:
+            requirements.append((m["key"], "!=" if m["op"] == "!=" else "=", frozenset({m["value"]})))
         elif m["setop"]:
             values = frozenset(v.strip() for v in m["values"].split(",") if v.strip())
-            if m["setop"] == "in":
-                checks.append(lambda labels, k=m["key"], vs=values: labels.get(k) in vs)
-            else:
-                checks.append(lambda labels, k=m["key"], vs=values: labels.get(k) not in vs)
+            requirements.append((m["key"], m["setop"], values))
         else:
-            checks.append(lambda labels, k=m["key"]: k in labels)
-    return lambda labels: all(check(labels) for check in checks)
+            requirements.append((m["key"], "exists", frozenset()))
+    return _selector(requirements)
 
 
 _FIELDS = ("metadata.name", "metadata.namespace")
@@ -157,7 +174,7 @@ _FIELDS = ("metadata.name", "metadata.namespace")
 def parse_field_selector(text: str | None) -> Selector:
     """`metadata.name` and `metadata.namespace` with `=`, `==`, `!=`; anything else is refused with the
     real server's message. The returned check takes {"metadata.name": ..., "metadata.namespace": ...}."""
-    checks: list[Selector] = []
+    requirements: list[_Requirement] = []
     for part in _split_top_level(text or ""):
         m = re.match(r"^\s*([\w.]+)\s*(==|=|!=)\s*([\w.-]*)\s*$", part)
         if m is None:
@@ -165,11 +182,21 @@ def parse_field_selector(text: str | None) -> Selector:
         field, op, value = m.groups()
         if field not in _FIELDS:
             raise ApiError(400, "BadRequest", f'field label not supported: "{field}"')
-        if op == "!=":
-            checks.append(lambda fields, f=field, v=value: fields.get(f) != v)
-        else:
-            checks.append(lambda fields, f=field, v=value: fields.get(f) == v)
-    return lambda fields: all(check(fields) for check in checks)
+        requirements.append((field, "!=" if op == "!=" else "=", frozenset({value})))
+    return _selector(requirements)
+
+
+def object_matcher(label_selector: str | None, field_selector: str | None) -> Callable[[JSON], bool]:
+    """Whether an object is selected by a list's or watch's labelSelector and fieldSelector."""
+    labels = parse_label_selector(label_selector)
+    fields = parse_field_selector(field_selector)
+
+    def match(obj: JSON) -> bool:
+        meta = obj.get("metadata", {})
+        field_values = {"metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", "")}
+        return labels(meta.get("labels") or {}) and fields(field_values)
+
+    return match
 
 
 # ------------------------------------------------------------------------------------------------ patches

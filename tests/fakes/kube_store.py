@@ -47,6 +47,20 @@ class Event:
     obj: JSON
     old: JSON | None
 
+    def seen_by(
+        self, rt: ResourceType, namespace: str | None, match: Callable[[JSON], bool]
+    ) -> tuple[str, JSON] | None:
+        """What a watch of `rt` in `namespace` (all when empty or None) selecting `match` sees of this."""
+        if self.resource != rt:
+            return None
+        if namespace and _meta(self.obj).get("namespace") != namespace:
+            return None
+        now_in = match(self.obj)
+        was_in = self.old is not None and match(self.old)
+        if self.type == "MODIFIED" and now_in != was_in:
+            return ("ADDED" if now_in else "DELETED", copy.deepcopy(self.obj))
+        return (self.type, copy.deepcopy(self.obj)) if now_in else None
+
 
 Watcher = Callable[[Event], None]
 
@@ -96,7 +110,8 @@ class Store:
         self._history: deque[Event] = deque()
         self.watchers: set[Watcher] = set()
         ns_type = self.resources.get(("", "namespaces"))
-        for name in namespaces if ns_type else ():
+        for name in namespaces if ns_type is not None else ():
+            assert ns_type is not None
             self.create(ns_type, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
     # ---------------------------------------------------------------------------------------- catalogue
@@ -134,7 +149,7 @@ class Store:
             raise not_found(rt, name)
         return copy.deepcopy(obj)
 
-    def list(
+    def select(
         self,
         rt: ResourceType,
         namespace: str | None,
@@ -154,7 +169,7 @@ class Store:
                 raise ApiError(400, "BadRequest", "invalid continue token") from exc
             if list_rv < self.floor:
                 raise gone("The provided continue parameter is too old to display a consistent list result.")
-        items = []
+        items: list[JSON] = []
         for key in sorted(self._bucket(rt)):
             if (namespace is not None and key[0] != namespace) or (after is not None and key <= after):
                 continue
@@ -175,7 +190,7 @@ class Store:
         return [e for e in self._history if e.rv > rv]
 
     def current(self, rt: ResourceType, namespace: str | None) -> list[JSON]:
-        return self.list(rt, namespace)[0]
+        return self.select(rt, namespace)[0]
 
     # ----------------------------------------------------------------------------------------- writing
 
