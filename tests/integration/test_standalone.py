@@ -531,3 +531,48 @@ async def test_route_churn_under_traffic_gives_no_gateway_errors(tmp_path: Path)
             assert total > 300
         finally:
             await extra.close()
+
+
+async def test_cookie_session_persistence_pins_one_endpoint(tmp_path: Path) -> None:
+    async with running(tmp_path) as run:
+        second = await start_echo("127.0.0.1", 0, "blue-1", "default", "blue")
+        try:
+            docs = manifests(run.port, run.backends, "blue")
+            docs[2]["spec"]["rules"][0]["sessionPersistence"] = {"sessionName": "sticky", "type": "Cookie"}
+            for doc in docs:
+                if doc["kind"] == "EndpointSlice" and doc["metadata"]["name"] == "blue-1":
+                    doc["ports"] = [{"name": "http", "port": run.backends["blue"]}]
+                    doc["endpoints"] = [{"addresses": ["127.0.0.1"]}]
+            # a second endpoint of the same Service, on another port, in its own slice
+            docs.append(
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {"name": "blue-2", "labels": {"kubernetes.io/service-name": "blue"}},
+                    "addressType": "IPv4",
+                    "ports": [{"name": "http", "port": second.port}],
+                    "endpoints": [{"addresses": ["127.0.0.1"]}],
+                }
+            )
+            write(run.directory / "app.yaml", docs)
+            url = f"http://127.0.0.1:{run.port}/"
+            deadline = time.monotonic() + 10
+            cookie = None
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+                while cookie is None and time.monotonic() < deadline:
+                    async with session.get(url) as resp:
+                        cookie = resp.cookies.get("sticky")
+                    await asyncio.sleep(0.05)
+                assert cookie is not None, "Envoy must set the session cookie"
+                pods = set()
+                for _ in range(20):
+                    async with session.get(url, headers={"Cookie": f"sticky={cookie.value}"}) as resp:
+                        pods.add(json.loads(await resp.text())["pod"])
+                assert len(pods) == 1, pods
+                unpinned = set()
+                for _ in range(40):
+                    async with session.get(url) as resp:
+                        unpinned.add(json.loads(await resp.text())["pod"])
+                assert unpinned == {"blue-0", "blue-1"}, "without the cookie both endpoints serve"
+        finally:
+            await second.close()

@@ -145,6 +145,15 @@ class Cors:
 
 
 @dataclass(frozen=True)
+class Session:
+    """Session persistence: the upstream host is remembered in a cookie (or header) Envoy sets and reads."""
+
+    type: Literal["Cookie", "Header"]
+    name: str
+    ttl_s: int | None = None  # cookie lifetime; None: a session cookie
+
+
+@dataclass(frozen=True)
 class Route:
     """One match of one rule. `name` carries the route's identity for logs and access logs."""
 
@@ -154,6 +163,7 @@ class Route:
     request_headers: HeaderModifier | None = None
     response_headers: HeaderModifier | None = None
     cors: Cors | None = None
+    session: Session | None = None
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,18 @@ class HTTPBackendRef(BackendObjectReference):
     filters: tuple[HTTPRouteFilter, ...] = ()
 
 
+class CookieConfig(Model):
+    lifetime_type: Literal["Permanent", "Session"] = "Session"
+
+
+class SessionPersistence(Model):
+    session_name: str | None = None
+    absolute_timeout: Duration | None = None
+    idle_timeout: Duration | None = None
+    type: Literal["Cookie", "Header"] = "Cookie"
+    cookie_config: CookieConfig | None = None
+
+
 class HTTPRouteRule(Model):
     name: str | None = None
     matches: tuple[HTTPRouteMatch, ...] = (HTTPRouteMatch(),)
@@ -221,6 +233,7 @@ class HTTPRouteRule(Model):
     backend_refs: tuple[HTTPBackendRef, ...] = ()
     timeouts: HTTPRouteTimeouts | None = None
     retry: HTTPRouteRetry | None = None
+    session_persistence: SessionPersistence | None = None
 
 
 class HTTPRouteSpec(Model):

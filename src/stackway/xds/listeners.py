@@ -12,6 +12,7 @@ from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
@@ -47,6 +48,9 @@ def _http_connection_manager(chain: ir.FilterChain, listener: ir.Listener) -> hc
         # so never drains) a listener; the CORS filter does nothing for routes without a policy.
         http_filters=[
             hcm.HttpFilter(name="envoy.filters.http.cors", typed_config=_pack(cors_pb2.Cors())),
+            hcm.HttpFilter(
+                name="envoy.filters.http.stateful_session", typed_config=_pack(stateful_session_pb2.StatefulSession())
+            ),
             hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router())),
         ],
         upgrade_configs=[hcm.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],

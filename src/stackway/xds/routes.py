@@ -5,13 +5,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import base_pb2, extension_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
+from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2 as cookie_session_pb2
+from envoy.extensions.http.stateful_session.header.v3 import header_pb2 as header_session_pb2
+from envoy.type.http.v3 import cookie_pb2 as http_cookie_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf.message import Message
 
 from stackway.ir import model as ir
 
@@ -175,7 +180,35 @@ def build_route(route: ir.Route) -> rc.Route:
         packed = any_pb2.Any()
         packed.Pack(cors_policy(route.cors))
         out.typed_per_filter_config[CORS_FILTER].CopyFrom(packed)
+    if route.session is not None:
+        packed = any_pb2.Any()
+        packed.Pack(session_policy(route.session))
+        out.typed_per_filter_config[SESSION_FILTER].CopyFrom(packed)
     return out
+
+
+SESSION_FILTER = "envoy.filters.http.stateful_session"
+
+
+def session_policy(session: ir.Session) -> stateful_session_pb2.StatefulSessionPerRoute:
+    """Per-route session persistence; the listener-level stateful_session filter is otherwise inert."""
+    state: Message
+    if session.type == "Header":
+        state = header_session_pb2.HeaderBasedSessionState(name=session.name)
+        extension = "envoy.http.stateful_session.header"
+    else:
+        cookie = http_cookie_pb2.Cookie(name=session.name, path="/")
+        if session.ttl_s:
+            cookie.ttl.CopyFrom(duration_pb2.Duration(seconds=session.ttl_s))
+        state = cookie_session_pb2.CookieBasedSessionState(cookie=cookie)
+        extension = "envoy.http.stateful_session.cookie"
+    packed = any_pb2.Any()
+    packed.Pack(state)
+    return stateful_session_pb2.StatefulSessionPerRoute(
+        stateful_session=stateful_session_pb2.StatefulSession(
+            session_state=extension_pb2.TypedExtensionConfig(name=extension, typed_config=packed)
+        )
+    )
 
 
 CORS_FILTER = "envoy.filters.http.cors"

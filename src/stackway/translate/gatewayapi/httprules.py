@@ -13,6 +13,7 @@ from stackway.resources.gatewayapi import (
     HTTPRouteFilter,
     HTTPRouteMatch,
     HTTPRouteRule,
+    SessionPersistence,
     TLSRoute,
     TLSRouteRule,
     duration_ms,
@@ -51,6 +52,7 @@ def http_rules(tr: RouteTranslator, key: ObjectKey, route: HTTPRoute, age: int) 
                 request_headers=request_headers,
                 response_headers=response_headers,
                 cors=_cors(filters.get("CORS")),
+                session=_session(rule.session_persistence, key),
             )
             irmatch = irroute.match
             order = precedence(irmatch.path, irmatch.method, len(irmatch.headers), len(irmatch.query_params))
@@ -248,3 +250,13 @@ def tls_rules(tr: RouteTranslator, key: ObjectKey, route: TLSRoute, age: int) ->
         )
         out.append(((age, r_index), irroute))
     return out
+
+
+def _session(spec: SessionPersistence | None, key: ObjectKey) -> ir.Session | None:
+    if spec is None:
+        return None
+    if spec.type == "Header":
+        return ir.Session("Header", spec.session_name or "x-stackway-session")
+    permanent = spec.cookie_config is not None and spec.cookie_config.lifetime_type == "Permanent"
+    ttl = duration_ms(spec.absolute_timeout) // 1000 if permanent and spec.absolute_timeout else None
+    return ir.Session("Cookie", spec.session_name or f"stackway-{key.namespace}-{key.name}", ttl)
