@@ -27,16 +27,22 @@ DEFAULT_TIMEOUT = float(os.environ.get("STACKWAY_CONFORMANCE_TIMEOUT", "10"))
 CONSECUTIVE_SUCCESSES = 3
 RETRY_DELAY = 0.25
 REQUEST_TIMEOUT = 5.0
+_EMPTY_BODY_LENGTH_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 @dataclass(frozen=True)
 class Request:
-    """What to send. `host` empty means the Gateway address itself, as Go's client would send."""
+    """What to send. `host` empty means the Gateway address itself, as Go's client would send.
+
+    `backend_response_headers` are upstream's BackendSetResponseHeaders: the echo backend is asked (through
+    echo-basic's `X-Echo-Set-Header`) to answer with them, so response header filters have something to act on.
+    """
 
     path: str = "/"
     host: str = ""
     method: str = "GET"
     headers: Mapping[str, str] = field(default_factory=dict)
+    backend_response_headers: Mapping[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         extra = f" headers={dict(self.headers)}" if self.headers else ""
@@ -172,6 +178,11 @@ def send(target: Target, request: Request, sni: str = "", timeout: float = REQUE
         conn.putheader("User-Agent", "stackway-conformance")
         for name, value in request.headers.items():
             conn.putheader(name, value)
+        if request.backend_response_headers:
+            wanted = ",".join(f"{name}:{value}" for name, value in request.backend_response_headers.items())
+            conn.putheader("X-Echo-Set-Header", wanted)
+        if request.method in _EMPTY_BODY_LENGTH_METHODS:
+            conn.putheader("Content-Length", "0")  # Go's client announces the empty body of these methods
         conn.endheaders()
         response = conn.getresponse()
         body = response.read()

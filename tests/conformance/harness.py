@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
+import json
 import os
 import random
 import signal
@@ -24,6 +25,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from stackway.demo.echo import EchoServer, start_echo
 from tests.conformance import manifests as m
@@ -35,6 +37,60 @@ ENV_NETWORK = "STACKWAY_CONFORMANCE_NETWORK"
 STATUS_KINDS = {"Gateway", "HTTPRoute", "GatewayClass", "GRPCRoute"}
 
 
+@dataclass(frozen=True)
+class Echoed:
+    """One request an echo backend answered: when (monotonic), by which pod, and the echo it sent back."""
+
+    at: float
+    pod: str
+    namespace: str
+    deployment: str
+    body: bytes
+
+    @property
+    def echo(self) -> dict[str, Any]:
+        """echo-basic's JSON for the request (path with query, host, method, headers, pod, namespace)."""
+        result: dict[str, Any] = json.loads(self.body)
+        return result
+
+
+class RequestLog:
+    """Every request the echo backends answered, in order, standing in for upstream's reading of pod logs.
+
+    Upstream proves a request was mirrored by finding "Echoing back request made to <path>" in the mirror
+    Deployment's pod logs; here the backends run in this process, so each one's answer is recorded as it is
+    made. Entries keep the echo bytes and are parsed only when asked for, to keep the backends fast.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[Echoed] = []
+
+    def attach(self, server: EchoServer, pod: m.EchoPod) -> None:
+        """Record every echo `server` answers with, through its public `echo_body`, leaving its replies as they are."""
+        produce = server.echo_body
+
+        def recording(request: Any) -> bytes:
+            body = produce(request)
+            with self._lock:
+                self._entries.append(Echoed(time.monotonic(), pod.pod, pod.namespace, pod.deployment, body))
+            return body
+
+        server.echo_body = recording  # type: ignore[method-assign]
+
+    def entries(self, since: float = 0.0) -> list[Echoed]:
+        with self._lock:
+            return [e for e in self._entries if e.at >= since]
+
+    def received(self, namespace: str, deployment: str, path: str, since: float = 0.0) -> list[Echoed]:
+        """Requests for exactly `path` (query included) that pods of `deployment` answered since `since`."""
+        return [
+            e
+            for e in self.entries(since)
+            if e.namespace == namespace and e.deployment == deployment and e.echo.get("path") == path
+        ]
+
+
 class EchoPool:
     """Echo backends on an asyncio loop of their own thread, so synchronous tests can start and stop them."""
 
@@ -43,6 +99,7 @@ class EchoPool:
         self._thread = threading.Thread(target=self._loop.run_forever, name="echo-backends", daemon=True)
         self._thread.start()
         self.servers: dict[str, EchoServer] = {}
+        self.log = RequestLog()
 
     def start(self, pods: Iterable[m.EchoPod]) -> dict[str, int]:
         """Start a backend for every pod not running yet; returns pod name → port for all running pods."""
@@ -52,7 +109,9 @@ class EchoPool:
             future = asyncio.run_coroutine_threadsafe(
                 start_echo("127.0.0.1", 0, pod.pod, pod.namespace, pod.deployment), self._loop
             )
-            self.servers[pod.pod] = future.result(timeout=10)
+            server = future.result(timeout=10)
+            self.log.attach(server, pod)
+            self.servers[pod.pod] = server
         return self.ports()
 
     def ports(self) -> dict[str, int]:

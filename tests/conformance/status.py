@@ -210,6 +210,25 @@ class StatusChecker:
 
         self.wait(f"Gateway {namespace}/{name} listener statuses", check)
 
+    def gateway_zero_routes(self, namespace: str, name: str) -> None:
+        """Upstream's GatewayMustHaveZeroRoutes: fresh conditions, and no listeners or one with no routes."""
+
+        def check(doc: dict[str, Any]) -> str | None:
+            gw = find_object(doc, "Gateway", namespace, name)
+            if gw is None:
+                return "Gateway not in /api/status"
+            status = gw.get("status") or {}
+            stale = stale_conditions(gw, status.get("conditions") or [])
+            if stale:
+                return stale
+            listeners = status.get("listeners") or []
+            if not listeners or (len(listeners) == 1 and listeners[0].get("attachedRoutes") == 0):
+                return None
+            attached = {listener.get("name"): listener.get("attachedRoutes") for listener in listeners}
+            return f"want no listeners or one with 0 attachedRoutes, got {attached}"
+
+        self.wait(f"Gateway {namespace}/{name} has zero routes", check)
+
     # -- Routes -----------------------------------------------------------------------------------
 
     def route_parents(
@@ -257,6 +276,73 @@ class StatusChecker:
             return f"no parent for {gw_ns}/{gw_name} has {want}: {seen or 'no such parent'}"
 
         self.wait(f"HTTPRoute {namespace}/{name} has {want}", check)
+
+    def route_no_accepted_parents(self, namespace: str, name: str) -> None:
+        """Upstream's HTTPRouteMustHaveNoAcceptedParents: no parents, or exactly one that is Accepted=False.
+
+        An empty list only counts on the second look, as upstream's does, because "not written yet" and
+        "correctly left empty" look the same on the first.
+        """
+        seen_empty = False
+
+        def check(doc: dict[str, Any]) -> str | None:
+            nonlocal seen_empty
+            route = find_object(doc, "HTTPRoute", namespace, name)
+            if route is None:
+                return "HTTPRoute not in /api/status"
+            parents = (route.get("status") or {}).get("parents") or []
+            if not parents:
+                if seen_empty:
+                    return None
+                seen_empty = True
+                return "no parents yet (looking once more)"
+            if len(parents) > 1:
+                return f"expected at most one parent, got {len(parents)}"
+            stale = stale_conditions(route, parents[0].get("conditions") or [])
+            if stale:
+                return stale
+            if not condition_matches(parents[0].get("conditions") or [], Cond("Accepted", "False")):
+                return f"the parent is not Accepted=False: {_show(parents[0].get('conditions') or [])}"
+            return None
+
+        self.wait(f"HTTPRoute {namespace}/{name} has no accepted parents", check)
+
+    def route_generation(self, namespace: str, name: str) -> int:
+        """The route's metadata.generation as `stackway up` reports it now."""
+        route = find_object(fetch_status(self.admin), "HTTPRoute", namespace, name)
+        if route is None:
+            raise StatusTimeout(f"HTTPRoute {namespace}/{name} not in /api/status")
+        generation: int = (route.get("metadata") or {})["generation"]
+        return generation
+
+    def route_regenerated(self, namespace: str, name: str, old_generation: int, want: Cond) -> int:
+        """Wait for a generation other than `old_generation` whose parents all carry it and one has `want`.
+
+        Upstream's API server bumps the generation synchronously with the patch, so its
+        HTTPRouteMustHaveCondition cannot pass on the old status; `stackway up` bumps it when it reads the
+        changed file, so the new generation itself has to be waited for first.
+        """
+        generation = old_generation
+
+        def check(doc: dict[str, Any]) -> str | None:
+            nonlocal generation
+            route = find_object(doc, "HTTPRoute", namespace, name)
+            if route is None:
+                return "HTTPRoute not in /api/status"
+            generation = (route.get("metadata") or {}).get("generation", old_generation)
+            if generation == old_generation:
+                return f"metadata.generation still {old_generation}"
+            parents = (route.get("status") or {}).get("parents") or []
+            for parent in parents:
+                stale = stale_conditions(route, parent.get("conditions") or [])
+                if stale:
+                    return stale
+            if not any(condition_matches(p.get("conditions") or [], want) for p in parents):
+                return f"no parent has {want}: {[_show(p.get('conditions') or []) for p in parents]}"
+            return None
+
+        self.wait(f"HTTPRoute {namespace}/{name} observes a new generation", check)
+        return generation
 
     def route_resolved_refs(self, namespace: str, name: str, gateway: tuple[str, str]) -> None:
         """Upstream's HTTPRouteMustHaveResolvedRefsConditionsTrue."""

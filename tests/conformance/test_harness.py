@@ -22,9 +22,18 @@ from cryptography import x509
 
 from stackway.demo.echo import canonical_header_key, parse_go_duration, start_echo
 from tests.conformance import manifests as m
+from tests.conformance import status as status_module
 from tests.conformance.client import Captured, Case, Expect, ExpectedRequest, Redirect, Request, Target, compare, send
 from tests.conformance.harness import ENV_NETWORK, Conformance, EchoPool, can_bind, pick_network
-from tests.conformance.status import Cond, ExpectedParent, condition_matches, parent_matches, stale_conditions
+from tests.conformance.status import (
+    Cond,
+    ExpectedParent,
+    StatusChecker,
+    StatusTimeout,
+    condition_matches,
+    parent_matches,
+    stale_conditions,
+)
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +306,38 @@ def test_echo_status_health_and_set_header_endpoints(echo_port: int) -> None:
     assert b"\r\nX-Bar: two\r\n" in set_header
 
 
+def test_request_log_records_which_pod_answered_what(echo_pool: EchoPool) -> None:
+    """Mirror tests read this log instead of pod logs: it must name the pod and the exact path, query included."""
+    pods = [
+        m.EchoPod(m.INFRA_NS, "infra-backend-v2", "infra-backend-v2-aaa111bbb-log01", ()),
+        m.EchoPod(m.INFRA_NS, "infra-backend-v3", "infra-backend-v3-aaa111bbb-log02", ()),
+    ]
+    ports = echo_pool.start(pods)
+    since = time.monotonic()
+    target_v2 = Target("127.0.0.1", ports[pods[0].pod])
+    send(target_v2, Request("/logged?x=1", host="mirror-shadow"))
+    send(target_v2, Request("/status/503"))  # not an echo: not logged, like echo-basic's status handler
+    send(Target("127.0.0.1", ports[pods[1].pod]), Request("/logged"))
+    log = echo_pool.log
+    [entry] = log.received(m.INFRA_NS, "infra-backend-v2", "/logged?x=1", since)
+    assert entry.pod == pods[0].pod
+    assert entry.echo["host"] == "mirror-shadow"
+    assert log.received(m.INFRA_NS, "infra-backend-v2", "/logged", since) == []  # exact path only
+    assert [e.pod for e in log.received(m.INFRA_NS, "infra-backend-v3", "/logged", since)] == [pods[1].pod]
+    assert log.received(m.INFRA_NS, "infra-backend-v2", "/logged?x=1", time.monotonic()) == []
+
+
+def test_send_asks_the_echo_for_response_headers_and_sizes_empty_bodies(echo_port: int) -> None:
+    """Upstream's BackendSetResponseHeaders become X-Echo-Set-Header; POST carries Content-Length: 0 like Go."""
+    target = Target("127.0.0.1", echo_port)
+    captured = send(target, Request("/", method="POST", backend_response_headers={"X-One": "1", "x-two": "2"}))
+    assert captured.header_values("X-One") == ["1"]
+    assert captured.header_values("x-two") == ["2"]
+    assert captured.echo is not None
+    assert captured.echo["headers"]["Content-Length"] == ["0"]
+    assert "X-Echo-Set-Header" not in (send(target, Request("/")).echo or {}).get("headers", {})
+
+
 def test_echo_rejects_malformed_requests(echo_port: int) -> None:
     [response] = _raw(echo_port, b"NONSENSE\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 400 ")
@@ -506,3 +547,63 @@ def test_condition_matching_and_generations() -> None:
     assert not condition_matches(conditions, Cond("Accepted", "False", "Accepted"))
     assert stale_conditions({"metadata": {"generation": 2}}, conditions) is None
     assert "observedGeneration" in str(stale_conditions({"metadata": {"generation": 3}}, conditions))
+
+
+def _serving(monkeypatch: pytest.MonkeyPatch, *documents: dict[str, Any]) -> None:
+    """Make the status checks see `documents` in turn (the last one from then on), as if polling the admin API."""
+    answers = list(documents)
+    monkeypatch.setattr(
+        status_module, "fetch_status", lambda _admin: answers.pop(0) if len(answers) > 1 else answers[0]
+    )
+    monkeypatch.setattr(status_module, "POLL_INTERVAL", 0.0)
+
+
+def _route(generation: int, *parents: dict[str, Any]) -> dict[str, Any]:
+    meta = {"name": "r", "namespace": m.INFRA_NS, "generation": generation}
+    return {"objects": [{"kind": "HTTPRoute", "metadata": meta, "status": {"parents": list(parents)}}]}
+
+
+def _rejected(generation: int) -> dict[str, Any]:
+    return {"conditions": [{"type": "Accepted", "status": "False", "observedGeneration": generation}]}
+
+
+def test_no_accepted_parents_like_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    checker = StatusChecker("admin", timeout=0.2)
+    _serving(monkeypatch, _route(1, _rejected(1)))
+    checker.route_no_accepted_parents(m.INFRA_NS, "r")
+    _serving(monkeypatch, _route(1))  # empty parents count on the second look
+    checker.route_no_accepted_parents(m.INFRA_NS, "r")
+    for wrong in (_route(1, _parent()), _route(2, _rejected(1)), _route(1, _rejected(1), _rejected(1))):
+        _serving(monkeypatch, wrong)
+        with pytest.raises(StatusTimeout):
+            checker.route_no_accepted_parents(m.INFRA_NS, "r")
+
+
+def test_zero_routes_and_generation_bump_like_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    checker = StatusChecker("admin", timeout=0.2)
+
+    def gateway(*attached: int) -> dict[str, Any]:
+        listeners = [{"name": f"l{i}", "attachedRoutes": n} for i, n in enumerate(attached)]
+        meta = {"name": "g", "namespace": m.INFRA_NS, "generation": 1}
+        conditions = [{"type": "Accepted", "status": "True", "observedGeneration": 1}]
+        return {
+            "objects": [
+                {"kind": "Gateway", "metadata": meta, "status": {"conditions": conditions, "listeners": listeners}}
+            ]
+        }
+
+    for fine in (gateway(), gateway(0)):
+        _serving(monkeypatch, fine)
+        checker.gateway_zero_routes(m.INFRA_NS, "g")
+    for wrong in (gateway(1), gateway(0, 0)):
+        _serving(monkeypatch, wrong)
+        with pytest.raises(StatusTimeout):
+            checker.gateway_zero_routes(m.INFRA_NS, "g")
+
+    accepted = {"conditions": [{"type": "Accepted", "status": "True", "observedGeneration": 2}]}
+    # the old status (generation 1, fresh) must not pass; a new generation with stale conditions neither
+    _serving(monkeypatch, _route(1, _parent()), _route(2, _parent()), _route(2, accepted))
+    assert checker.route_regenerated(m.INFRA_NS, "r", 1, Cond("Accepted", "True")) == 2
+    _serving(monkeypatch, _route(1, _parent()))
+    with pytest.raises(StatusTimeout):
+        checker.route_regenerated(m.INFRA_NS, "r", 1, Cond("Accepted", "True"))
