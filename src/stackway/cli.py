@@ -151,6 +151,39 @@ def up(
 
 
 @app.command()
+def serve(
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="kubeconfig file; default: in-cluster credentials, else ~/.kube/config.")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context to use.")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Watch only this namespace (default: all).")] = None,
+    address: Annotated[str, typer.Option(help="IP the Envoys' Gateway listeners bind.")] = "0.0.0.0",
+    admin: Annotated[str, typer.Option(help="HOST:PORT of the admin API.")] = "0.0.0.0:9900",
+    xds: Annotated[str, typer.Option(help="HOST:PORT of the xDS server the Envoys connect to.")] = "0.0.0.0:18000",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Cluster mode: watch the Kubernetes API and serve xDS to every Envoy of the cluster.
+
+    Status is not yet written back to the API and there is no leader election yet: `/api/status` shows
+    what would be written.
+    """
+    admin_at, xds_at = _hostport(admin, "--admin"), _hostport(xds, "--xds")
+    from stackway.cluster import ClusterConfig, run_cluster
+
+    config = ClusterConfig(
+        kubeconfig=kubeconfig,
+        context=context,
+        namespace=namespace,
+        address=address,
+        admin=admin_at,
+        xds=xds_at,
+        log_level=log_level,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_cluster(config))
+
+
+@app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port of the demo Gateway on 127.0.0.1.")] = 8080,
     duration: Annotated[float, typer.Option(help="Seconds to run; 0 runs until Ctrl-C.")] = 20.0,
