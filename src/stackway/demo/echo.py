@@ -276,6 +276,10 @@ class _EchoProtocol(asyncio.Protocol):
             m = _STATUS_PATH.match(request.target)
             self._write(request, int(m.group(1)) if m else 400, b"", [], content_type=None)
             return
+        failure = self._server.simulated_failure(request.target)
+        if failure is not None:
+            self._write(request, failure, b"", [], content_type=None)
+            return
         self._write(request, 200, self._server.echo_body(request), _echo_set_headers(request.headers))
 
     def _write(
@@ -346,6 +350,25 @@ class EchoServer:
     _server: asyncio.Server | None = None
     _connections: set[_EchoProtocol] = field(default_factory=set)
     _identity_fields: dict[str, str] = field(default_factory=dict)
+    #: Requests seen per `uuid` query value, for the retry simulation.
+    _attempts: dict[str, int] = field(default_factory=dict)
+
+    def simulated_failure(self, target: str) -> int | None:
+        """echo-basic's retry simulation: `?responseCode=C&succeedAfter=N&uuid=U` answers C to the first N
+        requests carrying U, then succeeds; a gateway that retries turns the failures into a success."""
+        query = urlsplit(target).query
+        if "responseCode=" not in query:
+            return None
+        params = parse_qs(query)
+        try:
+            code = int(params["responseCode"][0])
+            succeed_after = int(params.get("succeedAfter", ["0"])[0])
+        except (KeyError, ValueError):
+            return None
+        key = params.get("uuid", [""])[0]
+        seen = self._attempts.get(key, 0) + 1
+        self._attempts[key] = seen
+        return code if seen <= succeed_after else None
 
     def __post_init__(self) -> None:
         self._identity_fields = {

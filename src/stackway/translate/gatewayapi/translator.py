@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -107,6 +108,18 @@ def _assemble(ctx: Context, views: list[GatewayView], placed: list[Placed]) -> t
     return tuple(_listener(sock) for _, sock in sorted(sockets.items()))
 
 
+def _redirect_port(route: ir.Route, sock: _Socket) -> ir.Route:
+    """A redirect without scheme and port keeps the listener's port (Gateway API), omitted when it is the
+    scheme's default; Envoy would otherwise drop it from the Location."""
+    action = route.action
+    if not isinstance(action, ir.Redirect) or action.port is not None or action.scheme is not None:
+        return route
+    default = 80 if sock.protocol == "HTTP" else 443
+    if sock.port == default:
+        return route
+    return dataclasses.replace(route, action=dataclasses.replace(action, port=sock.port))
+
+
 def _specificity(hostname: str | None) -> tuple[int, int]:
     if hostname is None:
         return (0, 0)
@@ -161,7 +174,7 @@ def _listener(sock: _Socket) -> ir.Listener:
             for entry in sorted(entries, key=lambda e: e.order):
                 if entry.route.name not in seen:
                     seen.add(entry.route.name)
-                    routes.append(entry.route)
+                    routes.append(_redirect_port(entry.route, sock))
             vhosts.append(ir.VirtualHost(name=hostname, domains=(hostname,), routes=tuple(routes)))
         # A listener hostname without routes still owns its requests: an empty virtual host answers 404
         # instead of letting a wider listener's wildcard answer for it.
