@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 _T = "type.googleapis.com/"
@@ -15,6 +17,43 @@ def _socket(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
+@dataclass(frozen=True)
+class XdsClientTls:
+    """Envoy's side of mutual TLS to the control plane: its client certificate and key, the CA that signed the
+    control plane's certificate, and the name that certificate must carry (sent as SNI, checked as DNS SAN).
+    Envoy reads the files itself (paths, not contents, go into the bootstrap), so mounted Secrets work."""
+
+    cert_file: Path | str
+    key_file: Path | str
+    ca_file: Path | str
+    server_name: str
+
+
+def _xds_transport_socket(tls: XdsClientTls | None) -> dict[str, Any]:
+    """`transport_socket` entry for the xds_cluster: none (plaintext) without `tls`."""
+    if tls is None:
+        return {}
+    context = {
+        "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": tls.server_name,
+        "common_tls_context": {
+            # A gRPC server over TLS insists on HTTP/2 being negotiated by ALPN.
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [
+                {
+                    "certificate_chain": {"filename": str(tls.cert_file)},
+                    "private_key": {"filename": str(tls.key_file)},
+                }
+            ],
+            "validation_context": {
+                "trusted_ca": {"filename": str(tls.ca_file)},
+                "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": tls.server_name}}],
+            },
+        },
+    }
+    return {"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": context}}
+
+
 def render_bootstrap(
     node_id: str,
     cluster: str,
@@ -23,8 +62,11 @@ def render_bootstrap(
     admin_host: str,
     admin_port: int,
     delta: bool,
+    *,
+    xds_tls: XdsClientTls | None = None,
 ) -> dict[str, Any]:
-    """Bootstrap as plain data (dump it as JSON or YAML). Pure: no file or network access."""
+    """Bootstrap as plain data (dump it as JSON or YAML). Pure: no file or network access. With `xds_tls`
+    Envoy talks to the control plane over mutual TLS; without it, plaintext (fine on a loopback address)."""
     ads_source = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {"id": node_id, "cluster": cluster},
@@ -70,6 +112,7 @@ def render_bootstrap(
                         "cluster_name": "xds_cluster",
                         "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(xds_host, xds_port)}}]}],
                     },
+                    **_xds_transport_socket(xds_tls),
                 }
             ]
         },

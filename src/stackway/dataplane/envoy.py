@@ -21,7 +21,7 @@ from types import TracebackType
 import aiohttp
 import structlog
 
-from stackway.dataplane.bootstrap import render_bootstrap
+from stackway.dataplane.bootstrap import XdsClientTls, render_bootstrap
 
 log = structlog.get_logger("stackway.envoy")
 
@@ -89,10 +89,12 @@ class EnvoyProcess:
         ready_timeout_s: float = 30.0,
         backoff_s: tuple[float, float] = (0.2, 10.0),
         extra_args: Sequence[str] = (),
+        xds_tls: XdsClientTls | None = None,
     ) -> None:
         """`base_id` None lets Envoy pick a free one, so several Envoys run side by side. `drain_time_s` is
         how long listeners drain on config changes; `stop_drain_s` how long `stop()` lets connections drain
-        before SIGTERM. `backoff_s` is (first, longest) delay between restarts."""
+        before SIGTERM. `backoff_s` is (first, longest) delay between restarts. `xds_tls`: mutual TLS to the
+        control plane (plaintext without it)."""
         self.node_id = node_id
         self.cluster = cluster
         self.xds_address = xds_address
@@ -107,6 +109,7 @@ class EnvoyProcess:
         self.ready_timeout_s = ready_timeout_s
         self.backoff_s = backoff_s
         self.extra_args = tuple(extra_args)
+        self.xds_tls = xds_tls
         self.restart_count = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._started_at = 0.0
@@ -180,7 +183,7 @@ class EnvoyProcess:
         assert self._workdir is not None
         requested = self._requested_admin_port
         bootstrap = render_bootstrap(
-            self.node_id, self.cluster, *self.xds_address, self.admin_host, requested, self.delta
+            self.node_id, self.cluster, *self.xds_address, self.admin_host, requested, self.delta, xds_tls=self.xds_tls
         )
         path = self._workdir / "bootstrap.json"
         path.write_text(json.dumps(bootstrap, indent=1))

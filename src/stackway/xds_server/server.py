@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -78,13 +80,36 @@ def _peer(context: Any) -> str:
     return ""
 
 
-class XdsServer:
-    """ADS on `host:port` (port 0 picks a free one; `port` tells which after start)."""
+@dataclass(frozen=True)
+class ServerTls:
+    """PEM files for mutual TLS: the server's certificate and key, and the CA that client (Envoy) certificates
+    must chain to. xDS carries every route and secret a gateway has, so with TLS on, a client without a valid
+    certificate is refused during the handshake and never reaches the ADS handler."""
 
-    def __init__(self, cache: SnapshotCache, host: str = "127.0.0.1", port: int = 18000) -> None:
+    cert_file: Path | str
+    key_file: Path | str
+    client_ca_file: Path | str
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Read at server start: a rotated certificate takes effect on the next start."""
+        return grpc.ssl_server_credentials(
+            [(Path(self.key_file).read_bytes(), Path(self.cert_file).read_bytes())],
+            root_certificates=Path(self.client_ca_file).read_bytes(),
+            require_client_auth=True,
+        )
+
+
+class XdsServer:
+    """ADS on `host:port` (port 0 picks a free one; `port` tells which after start). Plaintext unless `tls`
+    is given, in which case every client must present a certificate signed by `tls.client_ca_file`."""
+
+    def __init__(
+        self, cache: SnapshotCache, host: str = "127.0.0.1", port: int = 18000, *, tls: ServerTls | None = None
+    ) -> None:
         self.cache = cache
         self.host = host
         self.port = port
+        self.tls = tls
         self._server: grpc.aio.Server | None = None
 
     @property
@@ -95,10 +120,13 @@ class XdsServer:
     async def start(self) -> None:
         server = grpc.aio.server(options=SERVER_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsServicer(self.cache), server)
-        self.port = server.add_insecure_port(self.address)
+        if self.tls is None:
+            self.port = server.add_insecure_port(self.address)
+        else:
+            self.port = server.add_secure_port(self.address, self.tls.credentials())
         await server.start()
         self._server = server
-        log.info("xDS server listening", address=self.address)
+        log.info("xDS server listening", address=self.address, mtls=self.tls is not None)
 
     async def stop(self, grace: float | None = 1.0) -> None:
         """Envoy keeps serving its last config while the server is away and reconnects by itself."""
