@@ -576,3 +576,76 @@ async def test_cookie_session_persistence_pins_one_endpoint(tmp_path: Path) -> N
                 assert unpinned == {"blue-0", "blue-1"}, "without the cookie both endpoints serve"
         finally:
             await second.close()
+
+
+async def test_backend_tls_policy_verifies_the_backend(tmp_path: Path) -> None:
+    """Envoy speaks TLS to the backend and verifies it against the ConfigMap's CA and the policy's hostname;
+    a mismatched hostname or a missing CA never falls back to unverified traffic."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    secure = await start_echo(
+        "127.0.0.1", 0, "secure-0", "default", "secure", tls=_self_signed(certs, "abc.example.com")
+    )
+    watched = tmp_path / "manifests"
+    watched.mkdir()
+    ca_pem = (certs / ".cert.pem").read_text()
+    try:
+        async with running(watched) as run:
+
+            def docs_with(hostname: str, ca_name: str) -> list[dict[str, Any]]:
+                docs = manifests(run.port, run.backends, "secure")
+                docs += [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Service",
+                        "metadata": {"name": "secure"},
+                        "spec": {"ports": [{"name": "btls", "port": 80}]},
+                    },
+                    {
+                        "apiVersion": "discovery.k8s.io/v1",
+                        "kind": "EndpointSlice",
+                        "metadata": {"name": "secure-1", "labels": {"kubernetes.io/service-name": "secure"}},
+                        "addressType": "IPv4",
+                        "ports": [{"name": "btls", "port": secure.port}],
+                        "endpoints": [{"addresses": ["127.0.0.1"]}],
+                    },
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "metadata": {"name": "backend-ca"},
+                        "data": {"ca.crt": ca_pem},
+                    },
+                    {
+                        "apiVersion": "gateway.networking.k8s.io/v1",
+                        "kind": "BackendTLSPolicy",
+                        "metadata": {"name": "secure"},
+                        "spec": {
+                            "targetRefs": [{"group": "", "kind": "Service", "name": "secure", "sectionName": "btls"}],
+                            "validation": {
+                                "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": ca_name}],
+                                "hostname": hostname,
+                            },
+                        },
+                    },
+                ]
+                return docs
+
+            write(run.directory / "app.yaml", docs_with("abc.example.com", "backend-ca"))
+            await eventually_served_by(run.port, "secure")
+            write(run.directory / "app.yaml", docs_with("other.example.com", "backend-ca"))
+            await eventually_served_by(run.port, "HTTP 503")
+            write(run.directory / "app.yaml", docs_with("abc.example.com", "no-such-ca"))
+            deadline = time.monotonic() + 5
+            resolved: dict[str, Any] = {}
+            while time.monotonic() < deadline and resolved.get("status") != "False":
+                status = await run.admin_json("/api/status")
+                policy = next(o for o in status["objects"] if o["kind"] == "BackendTLSPolicy")
+                [ancestor] = policy["status"]["ancestors"]
+                resolved = next(c for c in ancestor["conditions"] if c["type"] == "ResolvedRefs")
+                await asyncio.sleep(0.05)
+            assert (resolved["status"], resolved["reason"]) == ("False", "InvalidCACertificateRef")
+            assert await served_by(run.port) == "HTTP 503"
+            write(run.directory / "app.yaml", docs_with("abc.example.com", "backend-ca"))
+            await eventually_served_by(run.port, "secure")
+    finally:
+        await secure.close()

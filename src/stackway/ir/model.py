@@ -26,6 +26,15 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class UpstreamTLS:
+    """TLS to the backend (BackendTLSPolicy): SNI, the CAs to trust (PEM; empty = the system's), SANs."""
+
+    sni: str
+    ca_pem: str = ""
+    subject_alt_names: tuple[tuple[str, str], ...] = ()  # (DNS|URI, value)
+
+
+@dataclass(frozen=True)
 class Cluster:
     """One Service port as an upstream. Endpoints travel separately (EDS) so they change without CDS."""
 
@@ -34,6 +43,7 @@ class Cluster:
     protocol: UpstreamProtocol = "http1"
     #: The Service port behind the cluster (namespace, name, port), so endpoints can be refreshed alone.
     service: tuple[str, str, int] | None = None
+    tls: UpstreamTLS | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ KINDS: dict[tuple[str, str], tuple[type[BaseModel], frozenset[str]]] = {
     ("", "Namespace"): (core.Namespace, frozenset({"v1"})),
     ("", "Service"): (core.Service, frozenset({"v1"})),
     ("", "Secret"): (core.Secret, frozenset({"v1"})),
+    ("", "ConfigMap"): (core.ConfigMap, frozenset({"v1"})),
     ("discovery.k8s.io", "EndpointSlice"): (core.EndpointSlice, frozenset({"discovery.k8s.io/v1"})),
     ("networking.k8s.io", "Ingress"): (networking.Ingress, frozenset({"networking.k8s.io/v1"})),
     ("networking.k8s.io", "IngressClass"): (networking.IngressClass, frozenset({"networking.k8s.io/v1"})),
@@ -31,6 +32,7 @@ KINDS: dict[tuple[str, str], tuple[type[BaseModel], frozenset[str]]] = {
     (GW, "HTTPRoute"): (gatewayapi.HTTPRoute, frozenset({f"{GW}/v1", f"{GW}/v1beta1"})),
     (GW, "GRPCRoute"): (gatewayapi.GRPCRoute, frozenset({f"{GW}/v1"})),
     (GW, "TLSRoute"): (gatewayapi.TLSRoute, frozenset({f"{GW}/v1", f"{GW}/v1alpha2", f"{GW}/v1alpha3"})),
+    (GW, "BackendTLSPolicy"): (gatewayapi.BackendTLSPolicy, frozenset({f"{GW}/v1", f"{GW}/v1alpha3"})),
     (GW, "ReferenceGrant"): (gatewayapi.ReferenceGrant, frozenset({f"{GW}/v1", f"{GW}/v1beta1"})),
 }
 
@@ -42,7 +44,6 @@ IGNORED_KINDS = frozenset(
         ("apps", "StatefulSet"),
         ("apps", "ReplicaSet"),
         ("", "Pod"),
-        ("", "ConfigMap"),
         ("", "ServiceAccount"),
         ("", "Endpoints"),
         ("rbac.authorization.k8s.io", "Role"),

@@ -99,3 +99,8 @@ class Secret(Model):
             except (binascii.Error, ValueError):
                 return None
         return None
+
+
+class ConfigMap(Model):
+    metadata: ObjectMeta
+    data: dict[str, str] = Field(default_factory=dict)

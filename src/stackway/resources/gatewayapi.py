@@ -312,3 +312,39 @@ class TLSRouteSpec(Model):
 class TLSRoute(Model):
     metadata: ObjectMeta
     spec: TLSRouteSpec
+
+
+class LocalPolicyTargetReferenceWithSectionName(Model):
+    group: str = ""
+    kind: str
+    name: str
+    section_name: str | None = None
+
+
+class LocalObjectReference(Model):
+    group: str = ""
+    kind: str
+    name: str
+
+
+class SubjectAltName(Model):
+    type: Literal["Hostname", "URI"]
+    hostname: str | None = None
+    uri: str | None = None
+
+
+class BackendTLSPolicyValidation(Model):
+    ca_certificate_refs: tuple[LocalObjectReference, ...] = ()
+    well_known_ca_certificates: Literal["System"] | None = Field(default=None, alias="wellKnownCACertificates")
+    hostname: str
+    subject_alt_names: tuple[SubjectAltName, ...] = ()
+
+
+class BackendTLSPolicySpec(Model):
+    target_refs: tuple[LocalPolicyTargetReferenceWithSectionName, ...] = Field(min_length=1)
+    validation: BackendTLSPolicyValidation
+
+
+class BackendTLSPolicy(Model):
+    metadata: ObjectMeta
+    spec: BackendTLSPolicySpec

@@ -29,6 +29,8 @@ class Resources:
     services: Mapping[NsName, core.Service] = field(default_factory=dict)
     endpoint_slices: Mapping[NsName, tuple[core.EndpointSlice, ...]] = field(default_factory=dict)
     secrets: Mapping[NsName, core.Secret] = field(default_factory=dict)
+    config_maps: Mapping[NsName, core.ConfigMap] = field(default_factory=dict)
+    backend_tls_policies: Mapping[NsName, gatewayapi.BackendTLSPolicy] = field(default_factory=dict)
     gateway_classes: Mapping[str, gatewayapi.GatewayClass] = field(default_factory=dict)
     gateways: Mapping[NsName, gatewayapi.Gateway] = field(default_factory=dict)
     http_routes: Mapping[NsName, gatewayapi.HTTPRoute] = field(default_factory=dict)
@@ -52,6 +54,8 @@ class Resources:
         services: dict[NsName, core.Service] = {}
         slices: dict[NsName, list[core.EndpointSlice]] = defaultdict(list)
         secrets: dict[NsName, core.Secret] = {}
+        config_maps: dict[NsName, core.ConfigMap] = {}
+        policies: dict[NsName, gatewayapi.BackendTLSPolicy] = {}
         classes: dict[str, gatewayapi.GatewayClass] = {}
         gateways: dict[NsName, gatewayapi.Gateway] = {}
         routes: dict[NsName, gatewayapi.HTTPRoute] = {}
@@ -72,6 +76,10 @@ class Resources:
                         slices[(key.namespace, obj.service_name)].append(obj)
                 case core.Secret():
                     secrets[nsname] = obj
+                case core.ConfigMap():
+                    config_maps[nsname] = obj
+                case gatewayapi.BackendTLSPolicy():
+                    policies[nsname] = obj
                 case gatewayapi.GatewayClass():
                     classes[key.name] = obj
                 case gatewayapi.Gateway():
@@ -93,6 +101,8 @@ class Resources:
             services=services,
             endpoint_slices={k: tuple(v) for k, v in slices.items()},
             secrets=secrets,
+            config_maps=config_maps,
+            backend_tls_policies=policies,
             gateway_classes=classes,
             gateways=gateways,
             http_routes=routes,

@@ -29,6 +29,8 @@ class Context:
     options: Options
     problems: list[Problem] = field(default_factory=list)
     statuses: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
+    #: Per-translation indexes built on first use (e.g. BackendTLSPolicies by target).
+    memo: dict[str, Any] = field(default_factory=dict)
 
     def problem(self, key: ObjectKey, fld: str, message: str, severity: str = "error") -> None:
         self.problems.append(Problem(key, fld, message, severity))

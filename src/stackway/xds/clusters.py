@@ -8,9 +8,11 @@ mode, needs the CLA re-sent; see the xDS server).
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, config_source_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, duration_pb2
 
 from stackway.ir import model as ir
@@ -31,6 +33,8 @@ def build_cluster(cluster: ir.Cluster) -> cluster_pb2.Cluster:
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
         ignore_health_on_host_removal=True,
     )
+    if cluster.tls is not None:
+        msg.transport_socket.CopyFrom(upstream_tls_socket(cluster.tls, h2=cluster.protocol == "h2c"))
     if cluster.protocol == "h2c":
         options = http_protocol_options_pb2.HttpProtocolOptions(
             explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
@@ -41,6 +45,34 @@ def build_cluster(cluster: ir.Cluster) -> cluster_pb2.Cluster:
         packed.Pack(options)
         msg.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(packed)
     return msg
+
+
+def upstream_tls_socket(tls: ir.UpstreamTLS, *, h2: bool) -> base_pb2.TransportSocket:
+    """Verified TLS to the backend: SNI, trusted CAs (inline PEM or the system's) and required SANs."""
+    validation = common_pb2.CertificateValidationContext(
+        match_typed_subject_alt_names=[
+            common_pb2.SubjectAltNameMatcher(
+                san_type=common_pb2.SubjectAltNameMatcher.DNS
+                if kind == "DNS"
+                else common_pb2.SubjectAltNameMatcher.URI,
+                matcher=string_pb2.StringMatcher(exact=value),
+            )
+            for kind, value in tls.subject_alt_names
+        ]
+    )
+    if tls.ca_pem:
+        validation.trusted_ca.inline_string = tls.ca_pem
+    else:
+        validation.system_root_certs.SetInParent()
+    context = tls_pb2.UpstreamTlsContext(
+        sni=tls.sni,
+        common_tls_context=tls_pb2.CommonTlsContext(
+            validation_context=validation, alpn_protocols=["h2"] if h2 else ["http/1.1"]
+        ),
+    )
+    packed = any_pb2.Any()
+    packed.Pack(context)
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed)
 
 
 def build_load_assignment(cluster: ir.Cluster) -> endpoint_pb2.ClusterLoadAssignment:

@@ -10,6 +10,7 @@ from stackway.resources.core import Service, ServicePort
 from stackway.resources.gatewayapi import GROUP, BackendObjectReference
 from stackway.translate import conditions as c
 from stackway.translate.context import Context
+from stackway.translate.gatewayapi.backendtls import BackendTLS
 from stackway.translate.refs import granted
 
 H2C_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "h2c"})
@@ -56,6 +57,16 @@ def resolve_backend(
         return BackendFailure(c.R_BACKEND_NOT_FOUND, f"Service {ns}/{ref.name} has no port {ref.port}")
     declared_h2c = port.app_protocol in H2C_APP_PROTOCOLS
     name = cluster_name(ns, ref.name, ref.port)
+    policy = backend_tls(ctx).for_port(ns, ref.name, port)
+    if policy is not None:
+        return ir.Cluster(
+            name=f"{name}/h2c" if force_h2c and not declared_h2c else name,
+            # Unresolvable CA references never fall back to unverified TLS: no endpoints, so 503.
+            endpoints=_endpoints(ctx, ns, svc, port) if policy.tls is not None else (),
+            protocol="h2c" if declared_h2c or force_h2c else "http1",
+            service=(ns, ref.name, ref.port),
+            tls=policy.tls,
+        )
     return ir.Cluster(
         # A Service port used as HTTP/1 by one route and as gRPC by another needs two clusters.
         name=f"{name}/h2c" if force_h2c and not declared_h2c else name,
@@ -63,6 +74,14 @@ def resolve_backend(
         protocol="h2c" if declared_h2c or force_h2c else "http1",
         service=(ns, ref.name, ref.port),
     )
+
+
+def backend_tls(ctx: Context) -> BackendTLS:
+    found = ctx.memo.get("backend_tls")
+    if found is None:
+        found = ctx.memo["backend_tls"] = BackendTLS(ctx)
+    assert isinstance(found, BackendTLS)
+    return found
 
 
 def refresh_endpoints(ctx: Context, cluster: ir.Cluster) -> ir.Cluster:
@@ -73,6 +92,9 @@ def refresh_endpoints(ctx: Context, cluster: ir.Cluster) -> ir.Cluster:
     svc = ctx.resources.services.get((ns, name))
     port = svc.port(number) if svc is not None else None
     if svc is None or port is None:
+        return dataclasses.replace(cluster, endpoints=())
+    policy = backend_tls(ctx).for_port(ns, name, port)
+    if policy is not None and policy.tls is None:
         return dataclasses.replace(cluster, endpoints=())
     return dataclasses.replace(cluster, endpoints=_endpoints(ctx, ns, svc, port))
 

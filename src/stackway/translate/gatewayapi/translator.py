@@ -12,6 +12,7 @@ from stackway.ir import model as ir
 from stackway.resources.gatewayapi import GROUP
 from stackway.translate import conditions as c
 from stackway.translate.context import Context
+from stackway.translate.gatewayapi.backends import backend_tls
 from stackway.translate.gatewayapi.gateways import GatewayView, family, gateway_classes, gateway_status, gateways
 from stackway.translate.gatewayapi.routes import Placed, RouteTranslator
 from stackway.translate.hostnames import covers
@@ -68,7 +69,27 @@ def translate_gateway_api(ctx: Context) -> ir.IR:
         for name in (*(wc.cluster for wc in rt.action.clusters), *(m.cluster for m in rt.action.mirrors))
     } | {wc.cluster for lst in listeners for fc in lst.filter_chains for wc in fc.tcp}
     clusters = tuple(routes.clusters[name] for name in sorted(used))
+    _backend_tls_status(ctx, routes.placed, routes.clusters)
     return ir.IR(listeners=listeners, clusters=clusters)
+
+
+def _backend_tls_status(ctx: Context, placed: list[Placed], clusters: Mapping[str, ir.Cluster]) -> None:
+    """BackendTLSPolicy status is per ancestor Gateway: those whose routes send traffic to the target."""
+    policies = backend_tls(ctx)
+    if not policies.policies:
+        return
+    targets = {
+        (policy.key.namespace, t.name): policy for policy in policies.policies for t in policy.spec.spec.target_refs
+    }
+    for p in placed:
+        if not isinstance(p.route.action, ir.Forward) or p.listener.gateway.gateway is None:
+            continue
+        for wc in p.route.action.clusters:
+            service = clusters[wc.cluster].service if wc.cluster in clusters else None
+            policy = targets.get(service[:2]) if service else None
+            if policy is not None:
+                policy.ancestors.add(p.listener.gateway.key)
+    ctx.statuses.update(policies.statuses())
 
 
 def _chain_key(protocol: str, hostname: str | None) -> str:
