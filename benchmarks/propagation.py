@@ -6,12 +6,16 @@ probe route (atomic rename) to point at the other of two echo backends, then pol
 TCP connection per request until the answer comes from the new backend. The measured interval includes
 the file watcher's debounce, parsing and translating all N routes, the xDS push and Envoy's ACK.
 
-Usage: python benchmarks/propagation.py [--sizes 1,100,1000] [--rounds 40]
+CP RSS is the control plane's resident memory after each size; CP CPU the CPU seconds it spent loading
+that size and serving its rounds. The last row scales back down, to show whether memory comes back.
+
+Usage: python benchmarks/propagation.py [--sizes 1,100,1000] [--rounds 40] [--scale-down-to 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -31,55 +35,78 @@ from _common import (
 )
 
 
-def measure(size: int, rounds: int, echo: EchoThread) -> list[float]:
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="stackway-bench-") as tmp:
-        directory = Path(tmp)
-        base = (
-            gateway_docs(port) + service_docs("blue", echo.ports["blue"]) + service_docs("green", echo.ports["green"])
-        )
-        write_atomic(directory / "base.yaml", base)
-        write_atomic(
-            directory / "filler.yaml", [route_doc(f"filler-{i}", f"/filler/{i}", "blue") for i in range(size - 1)]
-        )
-        write_atomic(directory / "probe.yaml", [route_doc("probe", "/probe", "blue")])
-        samples: list[float] = []
-        with stackway_up(directory):
-            deadline = time.monotonic() + 30
-            while service_of(http_get("127.0.0.1", port, "/probe")[1]) != "blue":
-                if time.monotonic() > deadline:
-                    raise RuntimeError("probe route never served")
-                time.sleep(0.05)
-            target = "blue"
-            for _ in range(rounds):
-                target = "green" if target == "blue" else "blue"
-                started = time.perf_counter()
-                write_atomic(directory / "probe.yaml", [route_doc("probe", "/probe", target)])
-                while service_of(http_get("127.0.0.1", port, "/probe")[1]) != target:
-                    if time.perf_counter() - started > 30:
-                        raise RuntimeError(f"no propagation within 30 s at {size} routes")
-                samples.append((time.perf_counter() - started) * 1000)
-                time.sleep(0.1)
-    return samples
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(RSS in MiB, CPU seconds user+system) of a process, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        rss_kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return rss_kib / 1024, (int(fields[11]) + int(fields[12])) / ticks
+
+
+def wait_probe(port: int, target: str, limit: float = 120.0) -> None:
+    deadline = time.monotonic() + limit
+    while service_of(http_get("127.0.0.1", port, "/probe")[1]) != target:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"probe not served by {target} within {limit} s")
+        time.sleep(0.05)
+
+
+def measure(directory: Path, port: int, rounds: int, target: str) -> tuple[list[float], str]:
+    samples: list[float] = []
+    for _ in range(rounds):
+        target = "green" if target == "blue" else "blue"
+        started = time.perf_counter()
+        write_atomic(directory / "probe.yaml", [route_doc("probe", "/probe", target)])
+        while service_of(http_get("127.0.0.1", port, "/probe")[1]) != target:
+            if time.perf_counter() - started > 60:
+                raise RuntimeError("no propagation within 60 s")
+        samples.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.1)
+    return samples, target
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,100,1000")
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--scale-down-to", type=int, default=10)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     echo = EchoThread(["blue", "green"])
     print(__doc__.split("Usage:")[0].strip())
-    print(f"\nrounds per size: {args.rounds}; machine: {__import__('os').cpu_count()} CPUs\n")
-    print(f"{'routes':>7} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}")
+    print(
+        f"\nrounds per size: {args.rounds}; machine: {os.cpu_count()} CPUs; one control-plane process for all sizes\n"
+    )
+    print(f"{'routes':>7} {'median ms':>10} {'p99 ms':>8} {'max ms':>8} {'CP RSS MiB':>11} {'CP CPU s':>9}")
+    port = free_port()
     try:
-        for size in sizes:
-            samples = measure(size, args.rounds, echo)
-            print(
-                f"{size:>7} {statistics.median(samples):>10.1f} {percentile(samples, 99):>8.1f} {max(samples):>8.1f}",
-                flush=True,
+        with tempfile.TemporaryDirectory(prefix="stackway-bench-") as tmp:
+            directory = Path(tmp)
+            base = (
+                gateway_docs(port)
+                + service_docs("blue", echo.ports["blue"])
+                + service_docs("green", echo.ports["green"])
             )
+            write_atomic(directory / "base.yaml", base)
+            write_atomic(directory / "probe.yaml", [route_doc("probe", "/probe", "blue")])
+            with stackway_up(directory) as ports:
+                pid, target = ports["pid"], "blue"
+                for size in [*sizes, args.scale_down_to]:
+                    fillers = [route_doc(f"filler-{i}", f"/filler/{i}", "blue") for i in range(size - 1)]
+                    cpu_before = proc_stats(pid)[1]
+                    write_atomic(directory / "filler.yaml", fillers)
+                    wait_probe(port, target)
+                    time.sleep(0.5)
+                    samples, target = measure(directory, port, args.rounds, target)
+                    rss, cpu = proc_stats(pid)
+                    label = f"{size}" if size != args.scale_down_to or size in sizes else f"{size} (down)"
+                    print(
+                        f"{label:>7} {statistics.median(samples):>10.1f} {percentile(samples, 99):>8.1f} "
+                        f"{max(samples):>8.1f} {rss:>11.1f} {cpu - cpu_before:>9.2f}",
+                        flush=True,
+                    )
     finally:
         echo.stop()
 

@@ -17,6 +17,7 @@ import structlog
 
 from stackway.admin.server import make_app, start_admin
 from stackway.controlplane import ControlPlane
+from stackway.memory import ShrinkWatcher
 from stackway.translate import Options
 from stackway.xds_server import SnapshotCache, XdsServer
 
@@ -54,10 +55,12 @@ class ControlService:
         self._admin_runner: Any = None
         self._provider_task: asyncio.Task[None] | None = None
         self._published_problems: set[str] = set()
+        self._shrink = ShrinkWatcher()
 
     async def on_change(self, state: Any) -> None:
         """A provider's new state: translate, publish if it changed, log problems as they come and go."""
         result = self.control.update(state.objects, state.problems)
+        self._shrink.observe(len(state.objects))
         self._log_problems()
         if result.snapshot is not None and result.changed:
             await self.cache.set(result.snapshot)

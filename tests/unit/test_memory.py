@@ -1,0 +1,77 @@
+"""Memory comes back after a large shrink (the benchmark measures it end to end)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from stackway.controlplane import ControlPlane
+from stackway.memory import ShrinkWatcher
+from stackway.resources.raw import ObjectKey, RawObject, key_of
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+from _common import gateway_docs, route_doc, service_docs
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS")).split()[1]) / 1024
+
+
+def objects(n: int) -> dict[ObjectKey, RawObject]:
+    docs: list[dict[str, Any]] = [
+        {
+            "apiVersion": GW,
+            "kind": "GatewayClass",
+            "metadata": {"name": "stackway"},
+            "spec": {"controllerName": "stackway.dev/gateway-controller"},
+        },
+        {
+            "apiVersion": GW,
+            "kind": "Gateway",
+            "metadata": {"name": "gw"},
+            "spec": {"gatewayClassName": "stackway", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
+        },
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}]}},
+    ]
+    docs += [
+        {
+            "apiVersion": GW,
+            "kind": "HTTPRoute",
+            "metadata": {"name": f"r{i}"},
+            "spec": {
+                "parentRefs": [{"name": "gw"}],
+                "rules": [
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": f"/r/{i}"}}],
+                        "backendRefs": [{"name": "svc", "port": 80}],
+                    }
+                ],
+            },
+        }
+        for i in range(n)
+    ]
+    return {key_of(d): RawObject(key_of(d), d) for d in docs}
+
+
+def test_watcher_releases_only_after_a_large_shrink() -> None:
+    watcher = ShrinkWatcher(ratio=0.8, minimum=100)
+    assert not watcher.observe(1000)
+    assert not watcher.observe(900)
+    assert watcher.observe(700)
+    assert not watcher.observe(690)
+
+
+def test_rss_returns_close_to_where_it_started() -> None:
+    control, watcher = ControlPlane(), ShrinkWatcher()
+    control.update(objects(10))
+    watcher.observe(12)
+    start = rss_mib()
+    control.update(objects(5000))
+    watcher.observe(5002)
+    grown = rss_mib()
+    control.update(objects(10))
+    assert watcher.observe(12)
+    after = rss_mib()
+    assert grown - start > 20, "the load must have grown the process for the test to mean anything"
+    assert after - start < 0.35 * (grown - start), (start, grown, after)
