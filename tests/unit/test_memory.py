@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from typing import Any
 
 from stackway.controlplane import ControlPlane
 from stackway.memory import ShrinkWatcher
 from stackway.resources.raw import ObjectKey, RawObject, key_of
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-from _common import gateway_docs, route_doc, service_docs
+GW = "gateway.networking.k8s.io/v1"
 
 
 def rss_mib() -> float:
