@@ -20,8 +20,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import yaml
-
 from stackway.dataplane.bootstrap import render_bootstrap
 from stackway.deploy.controlplane import container_security_context
 from stackway.deploy.options import (
@@ -30,6 +28,7 @@ from stackway.deploy.options import (
     XDS_PORT,
     DeployOptions,
 )
+from stackway.deploy.yamlio import dump
 
 _T = "type.googleapis.com/"
 BOOTSTRAP_KEY = "bootstrap.yaml"
@@ -212,7 +211,7 @@ def envoy_objects(options: DeployOptions, labels: dict[str, str]) -> list[dict[s
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta,
-        "data": {BOOTSTRAP_KEY: yaml.safe_dump(bootstrap(options), sort_keys=True, width=120)},
+        "data": {BOOTSTRAP_KEY: dump(bootstrap(options), sort_keys=True)},
     }
     template = {"metadata": {"labels": pod_labels}, "spec": _pod_spec(options)}
     workload: dict[str, Any] = {"apiVersion": "apps/v1", "kind": options.envoy_kind, "metadata": meta}

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from stackway import __version__
 from stackway.deploy.controlplane import control_plane_objects
 from stackway.deploy.envoy import envoy_objects
@@ -25,6 +23,7 @@ from stackway.deploy.options import (
     DeployOptions,
 )
 from stackway.deploy.rbac import rbac_objects
+from stackway.deploy.yamlio import dump
 
 __all__ = ["GATEWAY_API_VERSION", "DeployOptions", "render", "render_yaml"]
 
@@ -47,7 +46,7 @@ def class_objects(options: DeployOptions, labels: dict[str, str]) -> list[dict[s
             "metadata": {"name": options.gateway_class, "labels": dict(labels)},
             "spec": {
                 "controllerName": GATEWAY_CONTROLLER_NAME,
-                "description": "stackway: Envoy programmed over xDS by the stackway control plane.",
+                "description": "Envoy programmed over xDS by the stackway control plane",
             },
         },
         {
@@ -88,5 +87,5 @@ def render_yaml(options: DeployOptions | None = None) -> str:
         f"# kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/download/"
         f"{GATEWAY_API_VERSION}/standard-install.yaml\n"
     )
-    documents = [yaml.safe_dump(obj, sort_keys=False, width=120, default_flow_style=False) for obj in render(options)]
+    documents = [dump(obj) for obj in render(options)]
     return header + "---\n" + "---\n".join(documents)

@@ -75,9 +75,8 @@ def rbac_objects(options: DeployOptions, labels: dict[str, str]) -> list[dict[st
     ns = options.namespace
 
     def meta(name: str, namespaced: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": name, "labels": dict(labels)}
-        if namespaced:
-            out["namespace"] = ns
+        out: dict[str, Any] = {"name": name, "namespace": ns} if namespaced else {"name": name}
+        out["labels"] = dict(labels)
         return out
 
     subject = [{"kind": "ServiceAccount", "name": CONTROL_PLANE_NAME, "namespace": ns}]
