@@ -27,8 +27,9 @@ from tests.golden.goldens import HERE, check_golden
 from stackway.dataplane.envoy import envoy_binary
 from stackway.deploy import DeployOptions, parse_selector, parse_toleration, render, render_yaml
 from stackway.deploy.envoy import BOOTSTRAP_KEY, drain_command, envoy_args
-from stackway.deploy.options import ENVOY_VERSION, LEASE_NAME
+from stackway.deploy.options import ENVOY_VERSION
 from stackway.providers.kubernetes.client import DEFAULT_KINDS
+from stackway.providers.kubernetes.status import STATUS_KINDS
 from stackway.xds.snapshot import Snapshot
 from stackway.xds_server import SnapshotCache, XdsServer
 
@@ -51,32 +52,36 @@ OPTION_SETS = {
     "daemonset-nodeport": DeployOptions(namespace="edge", envoy_service_type="NodePort", envoy_concurrency=0),
 }
 
-# The grants the code needs, written out from what it does (client.py/watch.py list+watch every kind; the status
-# writer updates and patches status after a get; leader election gets, creates and updates one Lease).
-# (apiGroup, resource) -> verbs. Everything else must be absent.
+# The grants the code needs, written out from the requests it makes: the provider lists and watches every kind
+# (client.py, watch.py); the status writer GETs the object itself and PUTs its /status (status.py); leader
+# election GETs, POSTs and PUTs one Lease (leader.py). (apiGroup, resource) -> verbs; everything else absent.
 GW = "gateway.networking.k8s.io"
 EXPECTED_CLUSTER_GRANTS: dict[tuple[str, str], set[str]] = {
-    (GW, "gatewayclasses"): {"list", "watch"},
-    (GW, "gateways"): {"list", "watch"},
-    (GW, "httproutes"): {"list", "watch"},
-    (GW, "grpcroutes"): {"list", "watch"},
+    (GW, "gatewayclasses"): {"list", "watch", "get"},
+    (GW, "gateways"): {"list", "watch", "get"},
+    (GW, "httproutes"): {"list", "watch", "get"},
+    (GW, "grpcroutes"): {"list", "watch", "get"},
     (GW, "referencegrants"): {"list", "watch"},
-    ("networking.k8s.io", "ingresses"): {"list", "watch"},
+    (GW, "tlsroutes"): {"get"},
+    (GW, "backendtlspolicies"): {"get"},
+    ("networking.k8s.io", "ingresses"): {"list", "watch", "get"},
     ("networking.k8s.io", "ingressclasses"): {"list", "watch"},
     ("", "services"): {"list", "watch"},
     ("", "secrets"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
     ("", "configmaps"): {"list", "watch"},
     ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
-    (GW, "gatewayclasses/status"): {"get", "update", "patch"},
-    (GW, "gateways/status"): {"get", "update", "patch"},
-    (GW, "httproutes/status"): {"get", "update", "patch"},
-    (GW, "grpcroutes/status"): {"get", "update", "patch"},
-    ("networking.k8s.io", "ingresses/status"): {"get", "update", "patch"},
+    (GW, "gatewayclasses/status"): {"update"},
+    (GW, "gateways/status"): {"update"},
+    (GW, "httproutes/status"): {"update"},
+    (GW, "grpcroutes/status"): {"update"},
+    (GW, "tlsroutes/status"): {"update"},
+    (GW, "backendtlspolicies/status"): {"update"},
+    ("networking.k8s.io", "ingresses/status"): {"update"},
 }
 #: (resource, resourceNames or None) -> verbs, in the control plane's own namespace only.
 EXPECTED_NAMESPACE_GRANTS: dict[tuple[str, tuple[str, ...] | None], set[str]] = {
-    ("coordination.k8s.io/leases", (LEASE_NAME,)): {"get", "update"},
+    ("coordination.k8s.io/leases", ("stackway-controller",)): {"get", "update"},
     ("coordination.k8s.io/leases", None): {"create"},
 }
 
@@ -169,6 +174,14 @@ def test_every_kind_the_provider_watches_is_readable_and_nothing_else() -> None:
     (cluster_role,) = by_kind(render(), "ClusterRole")
     readable = {key for key, verbs in _grants(cluster_role["rules"]).items() if {"list", "watch"} <= verbs}
     assert readable == {(kind.group, kind.plural) for kind in DEFAULT_KINDS}
+
+
+def test_every_kind_the_status_writer_writes_is_writable_through_status_only() -> None:
+    (cluster_role,) = by_kind(render(), "ClusterRole")
+    grants = _grants(cluster_role["rules"])
+    writable = {key for key, verbs in grants.items() if verbs & {"update", "patch", "create", "delete"}}
+    assert writable == {(kind.group, f"{kind.plural}/status") for kind in STATUS_KINDS.values()}
+    assert all(grants[(kind.group, kind.plural)] >= {"get"} for kind in STATUS_KINDS.values())
 
 
 def test_lease_access_is_namespaced_and_named_where_kubernetes_allows() -> None:

@@ -24,9 +24,6 @@ ENVOY_VERSION = "1.40.0"
 INGRESS_CONTROLLER_NAME = "stackway.dev/ingress-controller"
 GATEWAY_CONTROLLER_NAME = CONTROLLER_NAME
 
-#: The coordination.k8s.io Lease the control-plane replicas elect a status writer through (DESIGN 2.4).
-LEASE_NAME = "stackway-controller"
-
 #: Ports of `stackway serve` (its --xds and --admin) and of each Envoy.
 XDS_PORT = 18000
 ADMIN_PORT = 9900

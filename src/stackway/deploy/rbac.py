@@ -1,14 +1,15 @@
 """Least-privilege identities: what the control plane may do in the API, and that the Envoys may do nothing.
 
-The grants are derived from what the code does, not written by hand, so that a kind added to the provider
-gets its list/watch here and nothing else is granted:
-- list and watch on every kind the provider reads (`DEFAULT_KINDS`), cluster-wide: Gateways, routes and the
+The grants are derived from the code that makes the requests, not written by hand, so that a kind added to
+the provider or the status writer brings its grant and nothing else is granted:
+- `list`, `watch` on every kind the provider reads (`DEFAULT_KINDS`), cluster-wide: Gateways, routes and the
   Services, EndpointSlices and Secrets they reference live in any namespace;
-- get, update and patch on the `status` subresource of the kinds whose status stackway writes (and nothing on
-  the objects themselves: stackway never changes spec or metadata);
-- get and update on its own Lease, by name, in its own namespace (a Role, not a ClusterRole); and create on
-  Leases there, which cannot be narrowed by name because the object does not exist when the request is
-  authorized (Kubernetes ignores resourceNames for create).
+- for every kind whose status the status writer writes (`STATUS_KINDS`): `update` on its `status`
+  subresource (a PUT) and `get` on the object itself (the writer re-reads the object, not `/status`, after a
+  409 or when its watch cache lags); never a write to spec or metadata, and no `patch`, which nothing sends;
+- `get`, `update` on its own Lease by name, in its own namespace (a Role, not a ClusterRole), and `create` on
+  Leases there, which cannot be narrowed by name: the object has no name the authorizer could check until it
+  exists (Kubernetes ignores resourceNames for create).
 The Envoys never talk to the API server: their ServiceAccount has no grants and no token is mounted.
 """
 
@@ -16,44 +17,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from stackway.deploy.options import CONTROL_PLANE_NAME, ENVOY_NAME, LEASE_NAME, DeployOptions
+from stackway.deploy.options import CONTROL_PLANE_NAME, ENVOY_NAME, DeployOptions
 from stackway.providers.kubernetes.client import DEFAULT_KINDS
-
-#: Kinds whose `status` stackway writes, as (API group, plural). ReferenceGrant and IngressClass have none;
-#: core kinds (Service, Secret, ...) are read only.
-STATUS_WRITES: tuple[tuple[str, str], ...] = (
-    ("gateway.networking.k8s.io", "gatewayclasses"),
-    ("gateway.networking.k8s.io", "gateways"),
-    ("gateway.networking.k8s.io", "httproutes"),
-    ("gateway.networking.k8s.io", "grpcroutes"),
-    ("networking.k8s.io", "ingresses"),
-)
+from stackway.providers.kubernetes.leader import LEASE_NAME
+from stackway.providers.kubernetes.status import STATUS_KINDS
 
 READ_VERBS = ("list", "watch")
-STATUS_VERBS = ("get", "update", "patch")
+STATUS_OBJECT_VERBS = ("get",)
+STATUS_VERBS = ("update",)
 LEASE_VERBS_BY_NAME = ("get", "update")
 LEASE_VERBS_UNNAMED = ("create",)
 
 _RBAC = "rbac.authorization.k8s.io/v1"
 
 
+def _by_group(pairs: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    groups: dict[str, set[str]] = {}
+    for group, resource in pairs:
+        groups.setdefault(group, set()).add(resource)
+    return [(group, sorted(resources)) for group, resources in sorted(groups.items())]
+
+
 def cluster_rules() -> list[dict[str, Any]]:
-    """ClusterRole rules: one rule per API group for reads, one for status writes; groups in a fixed order."""
-    reads: dict[str, list[str]] = {}
-    for kind in DEFAULT_KINDS:
-        reads.setdefault(kind.group, []).append(kind.plural)
-    writes: dict[str, list[str]] = {}
-    for group, plural in STATUS_WRITES:
-        writes.setdefault(group, []).append(f"{plural}/status")
-    rules = [
-        {"apiGroups": [group], "resources": sorted(set(plurals)), "verbs": list(READ_VERBS)}
-        for group, plurals in sorted(reads.items())
+    """ClusterRole rules: per API group, one rule for reads, one for re-reads before a status write and one
+    for status writes; in a fixed order so the rendering is stable."""
+    families = (
+        (READ_VERBS, [(kind.group, kind.plural) for kind in DEFAULT_KINDS]),
+        (STATUS_OBJECT_VERBS, [(kind.group, kind.plural) for kind in STATUS_KINDS.values()]),
+        (STATUS_VERBS, [(kind.group, f"{kind.plural}/status") for kind in STATUS_KINDS.values()]),
+    )
+    return [
+        {"apiGroups": [group], "resources": resources, "verbs": list(verbs)}
+        for verbs, pairs in families
+        for group, resources in _by_group(pairs)
     ]
-    rules += [
-        {"apiGroups": [group], "resources": sorted(subresources), "verbs": list(STATUS_VERBS)}
-        for group, subresources in sorted(writes.items())
-    ]
-    return rules
 
 
 def lease_rules() -> list[dict[str, Any]]:
