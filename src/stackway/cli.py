@@ -184,6 +184,50 @@ def serve(
 
 
 @app.command()
+def manifests(
+    namespace: Annotated[str, typer.Option(help="Namespace stackway runs in.")] = "stackway-system",
+    image: Annotated[str | None, typer.Option(help="stackway's image (default: the release of this version).")] = None,
+    envoy_image: Annotated[str | None, typer.Option(help="Envoy's image (default: the tested Envoy release).")] = None,
+    replicas: Annotated[int, typer.Option(help="Control-plane replicas (one leader writes status).")] = 2,
+    envoy_kind: Annotated[str, typer.Option(help="DaemonSet (an Envoy per node) or Deployment.")] = "DaemonSet",
+    envoy_replicas: Annotated[int, typer.Option(help="Envoy replicas when --envoy-kind Deployment.")] = 2,
+    host_network: Annotated[bool, typer.Option(help="Envoys bind the nodes' addresses directly.")] = False,
+    node_selector: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE; repeat. Put Envoys on dedicated gateway nodes.")
+    ] = None,
+    toleration: Annotated[
+        list[str] | None, typer.Option(help="KEY[=VALUE][:Effect] of a taint Envoys tolerate; repeat.")
+    ] = None,
+) -> None:
+    """Print everything a cluster needs (RBAC, control plane, Envoys, classes) as YAML for `kubectl apply -f -`.
+
+    The Gateway API CRDs are a prerequisite and are not included; the output's first line names the version.
+    """
+    from stackway.deploy import DeployOptions, parse_selector, parse_toleration, render_yaml
+
+    if envoy_kind not in ("DaemonSet", "Deployment"):
+        raise typer.BadParameter("DaemonSet or Deployment", param_hint="--envoy-kind")
+    try:
+        selector = dict(parse_selector(item) for item in node_selector or [])
+        tolerations = [parse_toleration(item) for item in toleration or []]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    defaults = DeployOptions()
+    options = DeployOptions(
+        namespace=namespace,
+        image=image or defaults.image,
+        envoy_image=envoy_image or defaults.envoy_image,
+        replicas=replicas,
+        envoy_kind=envoy_kind,  # type: ignore[arg-type]
+        envoy_replicas=envoy_replicas,
+        host_network=host_network,
+        node_selector=selector,
+        tolerations=tolerations,
+    )
+    sys.stdout.write(render_yaml(options))
+
+
+@app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port of the demo Gateway on 127.0.0.1.")] = 8080,
     duration: Annotated[float, typer.Option(help="Seconds to run; 0 runs until Ctrl-C.")] = 20.0,

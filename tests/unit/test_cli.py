@@ -51,3 +51,15 @@ def test_bad_hostport_is_a_clear_cli_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["up", str(tmp_path), "--admin", "nope"])
     assert result.exit_code == 2
     assert "HOST:PORT" in result.output
+
+
+def test_manifests_renders_a_daemonset_and_rejects_bad_flags() -> None:
+    result = runner.invoke(app, ["manifests", "--node-selector", "role=gateway"])
+    assert result.exit_code == 0, result.output
+    docs = [d for d in yaml.safe_load_all(result.output) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"Namespace", "Deployment", "DaemonSet", "GatewayClass", "ClusterRole"} <= kinds
+    daemonset = next(d for d in docs if d["kind"] == "DaemonSet")
+    assert daemonset["spec"]["template"]["spec"]["nodeSelector"] == {"role": "gateway"}
+    bad = runner.invoke(app, ["manifests", "--envoy-kind", "StatefulSet"])
+    assert bad.exit_code == 2
