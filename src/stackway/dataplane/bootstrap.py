@@ -29,8 +29,9 @@ class XdsClientTls:
     server_name: str
 
 
-def _xds_transport_socket(tls: XdsClientTls | None) -> dict[str, Any]:
-    """`transport_socket` entry for the xds_cluster: none (plaintext) without `tls`."""
+def xds_transport_socket(tls: XdsClientTls | None) -> dict[str, Any]:
+    """`transport_socket` entry for a cluster that reaches the control plane: none (plaintext) without `tls`.
+    Public so that bootstraps rendered elsewhere (the cluster manifests) configure TLS the same way."""
     if tls is None:
         return {}
     context = {
@@ -112,7 +113,7 @@ def render_bootstrap(
                         "cluster_name": "xds_cluster",
                         "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(xds_host, xds_port)}}]}],
                     },
-                    **_xds_transport_socket(xds_tls),
+                    **xds_transport_socket(xds_tls),
                 }
             ]
         },
