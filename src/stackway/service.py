@@ -19,7 +19,7 @@ from stackway.admin.server import make_app, start_admin
 from stackway.controlplane import ControlPlane
 from stackway.memory import ShrinkWatcher
 from stackway.translate import Options
-from stackway.xds_server import SnapshotCache, XdsServer
+from stackway.xds_server import ServerTls, SnapshotCache, XdsServer
 
 log = structlog.get_logger("stackway")
 
@@ -45,10 +45,12 @@ def configure_logging(level: str) -> None:
 class ControlService:
     """The provider → control plane → xDS path and the admin API, started and stopped as one."""
 
-    def __init__(self, options: Options, xds: tuple[str, int], admin: tuple[str, int]) -> None:
+    def __init__(
+        self, options: Options, xds: tuple[str, int], admin: tuple[str, int], *, xds_tls: ServerTls | None = None
+    ) -> None:
         self.control = ControlPlane(options=options)
         self.cache = SnapshotCache()
-        self.xds = XdsServer(self.cache, *xds)
+        self.xds = XdsServer(self.cache, *xds, tls=xds_tls)
         self.xds_address = xds
         self.admin_address = admin
         self.provider: Provider | None = None
