@@ -6,12 +6,16 @@ and connect to this server; nothing here launches one. Every replica serves xDS.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from stackway.providers.kubernetes import KubernetesProvider
+from stackway.providers.kubernetes import KubeApi, KubernetesProvider
+from stackway.providers.kubernetes.leader import LeaderElector
+from stackway.providers.kubernetes.status import StatusWriter
 from stackway.service import ControlService, configure_logging, run_until_signal
 from stackway.translate import Options
 
@@ -27,6 +31,12 @@ class ClusterConfig:
     admin: tuple[str, int] = ("0.0.0.0", 9900)
     xds: tuple[str, int] = ("0.0.0.0", 18000)
     log_level: str = "info"
+    #: Campaign for the `stackway-controller` Lease; only the leader writes status (every replica serves xDS).
+    leader_elect: bool = True
+    #: Write the computed statuses back to the API (off: a read-only replica, e.g. a dry run).
+    write_status: bool = True
+    #: Where the Lease lives: POD_NAMESPACE (the downward API) by default, else `namespace`, else default.
+    lease_namespace: str | None = None
 
 
 class ClusterService:
@@ -34,11 +44,35 @@ class ClusterService:
         self.config = config
         self.service = ControlService(Options(default_address=config.address), config.xds, config.admin)
         self.provider = KubernetesProvider(
-            self.service.on_change, namespace=config.namespace, kubeconfig=config.kubeconfig, context=config.context
+            self._on_change, namespace=config.namespace, kubeconfig=config.kubeconfig, context=config.context
         )
+        self.api: KubeApi | None = None
+        self.status_writer: StatusWriter | None = None
+        self.elector: LeaderElector | None = None
+
+    async def _on_change(self, state: Any) -> None:
+        """Translate and publish, then hand the statuses to the writer (which writes only while leading)."""
+        await self.service.on_change(state)
+        if self.status_writer is not None:
+            control = self.service.control
+            self.status_writer.update(control.statuses, control.generations, live=state.objects)
 
     async def start(self) -> None:
+        if self.config.write_status:
+            self.api = await KubeApi.connect(self.config.kubeconfig, self.config.context)
+            writer = self.status_writer = StatusWriter(self.api, self.service.control.options.controller_name)
         await self.service.start_serving(self.provider)
+        if self.api is not None and self.config.leader_elect:
+            namespace = self.config.lease_namespace or os.environ.get("POD_NAMESPACE") or self.config.namespace
+            self.elector = LeaderElector(self.api, namespace or "default")
+
+            async def started() -> None:
+                writer.start()
+
+            self.elector.on_started_leading, self.elector.on_stopped_leading = started, writer.stop
+            self.elector.start()
+        elif self.status_writer is not None:
+            self.status_writer.start()
         log.info(
             "stackway is serving the cluster",
             namespace=self.config.namespace or "(all)",
@@ -47,7 +81,13 @@ class ClusterService:
         )
 
     async def stop(self) -> None:
+        if self.elector is not None:
+            await self.elector.stop()  # stops the writer first, then releases the Lease for a fast hand-over
+        if self.status_writer is not None:
+            await self.status_writer.stop()
         await self.service.stop_serving()
+        if self.api is not None:
+            await self.api.close()
 
 
 async def run_cluster(config: ClusterConfig) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from kubernetes_asyncio.client import ApiClient
 from prometheus_client import REGISTRY
 from tests.fakes.kube_apiserver import FakeKubeApiServer
 
+from stackway.cluster import ClusterConfig, ClusterService
 from stackway.providers.kubernetes import KubeApi
 from stackway.providers.kubernetes.client import load_configuration
 from stackway.providers.kubernetes.status import StatusWriter
@@ -324,3 +326,63 @@ async def test_runs_again_after_stop_and_resyncs(api: FakeKubeApiServer, client:
     await settle(writer)
     await writer.stop()
     assert live_status(api, "r1") == base_statuses()[rkey("r1")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def observed(api: FakeKubeApiServer, generation: int, limit: float = 5.0) -> dict[str, Any]:
+    """The route's status once our Accepted condition reports `generation`."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        for entry in api.get(f"{GW}/v1", "HTTPRoute", "r1").get("status", {}).get("parents", []):
+            accepted = {c["type"]: c for c in entry["conditions"]}.get("Accepted", {})
+            if entry["controllerName"] == OURS and accepted.get("observedGeneration") == generation:
+                return dict(entry)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no status for generation {generation}")
+
+
+async def test_serve_writes_status_from_the_leader_only_and_fails_over(api: FakeKubeApiServer, tmp_path: Path) -> None:
+    api.apply(
+        {"apiVersion": f"{GW}/v1", "kind": "GatewayClass", "metadata": {"name": "sw"}, "spec": {"controllerName": OURS}}
+    )
+    api.apply(route("r1"))
+
+    def replica() -> ClusterService:
+        return ClusterService(
+            ClusterConfig(
+                kubeconfig=api.write_kubeconfig(tmp_path / "kubeconfig"),
+                address="127.0.0.1",
+                admin=("127.0.0.1", free_port()),
+                xds=("127.0.0.1", free_port()),
+                log_level="warning",
+            )
+        )
+
+    a, b = replica(), replica()
+    await a.start()
+    try:
+        assert a.elector is not None
+        await asyncio.wait_for(a.elector.leading.wait(), 5.0)
+        await b.start()
+        entry = await observed(api, 1)
+        assert {c["type"]: c["status"] for c in entry["conditions"]}["Accepted"] == "True"
+        assert b.elector is not None
+        assert not b.elector.is_leader
+        api.apply(route("r1", "b.example"))  # generation 2
+        await observed(api, 2)
+        writes_by_b = b.status_writer.stats["written"] if b.status_writer else -1
+        assert writes_by_b == 0  # every replica translates; only the leader writes
+        released = time.monotonic()
+        await a.stop()
+        await asyncio.wait_for(b.elector.leading.wait(), 5.0)
+        print(f"\nserve fail-over after a clean stop: {(time.monotonic() - released) * 1000:.0f} ms (retry period 2 s)")
+        api.apply(route("r1", "c.example"))  # generation 3, written by the new leader
+        await observed(api, 3)
+    finally:
+        await a.stop()
+        await b.stop()

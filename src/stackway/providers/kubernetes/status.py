@@ -195,6 +195,7 @@ class StatusWriter:
         self._live: Mapping[ObjectKey, RawObject] = {}
         self._our_classes: set[str] = set()
         self._confirmed: dict[ObjectKey, _Confirmed] = {}
+        self._checked: dict[ObjectKey, tuple[JSON, RawObject | None]] = {}
         self._rejected: dict[ObjectKey, JSON] = {}
         self._failures: Counter[ObjectKey] = Counter()
         self._queue: dict[ObjectKey, float] = {}  # key → not before (monotonic); insertion-ordered
@@ -220,15 +221,22 @@ class StatusWriter:
         self._generations = dict(generations)
         self._our_classes = {k.name for k in self._desired if (k.group, k.kind) == (_GW, "GatewayClass")}
         self._live = live if live is not None else {}
-        for key in self._desired:
+        for key, desired in self._desired.items():
+            raw = self._live.get(key)
+            checked = self._checked.get(key)
+            if checked is not None and checked[0] is desired and checked[1] is raw:
+                continue  # the same objects as last time, found in agreement then: skip the comparison
             if self._needs_write(key):
                 self._enqueue(key)
+            else:
+                self._checked[key] = (desired, raw)
         for key in self._prunable():
             self._enqueue(key)
 
     def resync(self) -> None:
         """Queue every known object for a comparison with the live one (done when leadership starts: while
         we were not writing, another replica or a person may have changed anything)."""
+        self._checked.clear()
         for key in [*self._desired, *self._prunable()]:
             self._enqueue(key)
 
