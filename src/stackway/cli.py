@@ -160,17 +160,38 @@ def serve(
     address: Annotated[str, typer.Option(help="IP the Envoys' Gateway listeners bind.")] = "0.0.0.0",
     admin: Annotated[str, typer.Option(help="HOST:PORT of the admin API.")] = "0.0.0.0:9900",
     xds: Annotated[str, typer.Option(help="HOST:PORT of the xDS server the Envoys connect to.")] = "0.0.0.0:18000",
+    xds_tls_dir: Annotated[
+        Path | None,
+        typer.Option(help="Directory with server.crt, server.key and ca.crt (see certgen): require mutual TLS."),
+    ] = None,
+    leader_elect: Annotated[
+        bool, typer.Option("--leader-elect/--no-leader-elect", help="Campaign for the stackway-controller Lease.")
+    ] = True,
+    status: Annotated[
+        bool, typer.Option("--status/--no-status", help="Write statuses back (only the leader does).")
+    ] = True,
+    lease_namespace: Annotated[
+        str | None, typer.Option(help="Namespace of the Lease (default: POD_NAMESPACE, else --namespace).")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Cluster mode: watch the Kubernetes API and serve xDS to every Envoy of the cluster.
 
-    Status is not yet written back to the API and there is no leader election yet: `/api/status` shows
-    what would be written.
+    Every replica serves xDS; the replica holding the `stackway-controller` Lease writes status (only what
+    changed, rate-limited, leaving other controllers' entries alone). `/api/status` shows what is written.
     """
     admin_at, xds_at = _hostport(admin, "--admin"), _hostport(xds, "--xds")
     from stackway.cluster import ClusterConfig, run_cluster
 
+    if xds_tls_dir is not None:
+        missing = [n for n in ("server.crt", "server.key", "ca.crt") if not (xds_tls_dir / n).is_file()]
+        if missing:
+            raise typer.BadParameter(f"{xds_tls_dir} lacks {', '.join(missing)}", param_hint="--xds-tls-dir")
     config = ClusterConfig(
+        xds_tls_dir=xds_tls_dir,
+        leader_elect=leader_elect,
+        write_status=status,
+        lease_namespace=lease_namespace,
         kubeconfig=kubeconfig,
         context=context,
         namespace=namespace,
@@ -225,6 +246,39 @@ def manifests(
         tolerations=tolerations,
     )
     sys.stdout.write(render_yaml(options))
+
+
+@app.command()
+def certgen(
+    out: Annotated[
+        Path | None, typer.Option(help="Write ca/server/client .crt/.key files here (kept if still valid).")
+    ] = None,
+    secrets: Annotated[
+        bool, typer.Option("--secrets", help="Print kubernetes.io/tls Secrets as YAML instead.")
+    ] = False,
+    namespace: Annotated[str, typer.Option(help="Namespace of the control plane (names in the certificate).")] = (
+        "stackway-system"
+    ),
+    service: Annotated[str, typer.Option(help="Name of the control plane's xDS Service.")] = "stackway",
+    extra_name: Annotated[list[str] | None, typer.Option(help="Another DNS name or IP for the server; repeat.")] = None,
+    force: Annotated[bool, typer.Option(help="Issue new certificates even if the existing ones are valid.")] = False,
+) -> None:
+    """Create the CA and certificates for mutual TLS between Envoy and the control plane's xDS server.
+
+    Files in --out are kept while valid (renewed 30 days before expiry); --secrets prints Secrets to apply.
+    """
+    from stackway import certs
+
+    if (out is None) == (not secrets):
+        raise typer.BadParameter("give exactly one of --out DIR and --secrets")
+    options = {"service": service, "namespace": namespace, "extra_names": tuple(extra_name or ())}
+    if out is not None:
+        bundle = certs.ensure_files(out, force=force, **options)
+        what = ", ".join(bundle.issued) or "nothing (existing certificates are valid)"
+        err.print(f"[green]ok[/green]: {out}: issued {what}")
+    else:
+        bundle = certs.generate(force=force, **options)  # type: ignore[arg-type]
+        sys.stdout.write(yaml.safe_dump_all(certs.as_secrets(bundle, namespace), sort_keys=False))
 
 
 @app.command()

@@ -18,6 +18,7 @@ from stackway.providers.kubernetes.leader import LeaderElector
 from stackway.providers.kubernetes.status import StatusWriter
 from stackway.service import ControlService, configure_logging, run_until_signal
 from stackway.translate import Options
+from stackway.xds_server import ServerTls
 
 log = structlog.get_logger("stackway.cluster")
 
@@ -37,12 +38,18 @@ class ClusterConfig:
     write_status: bool = True
     #: Where the Lease lives: POD_NAMESPACE (the downward API) by default, else `namespace`, else default.
     lease_namespace: str | None = None
+    #: Directory with server.crt, server.key and ca.crt: the xDS server then requires Envoys' client certs.
+    xds_tls_dir: Path | None = None
 
 
 class ClusterService:
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
-        self.service = ControlService(Options(default_address=config.address), config.xds, config.admin)
+        tls = None
+        if config.xds_tls_dir is not None:
+            d = config.xds_tls_dir
+            tls = ServerTls(cert_file=d / "server.crt", key_file=d / "server.key", client_ca_file=d / "ca.crt")
+        self.service = ControlService(Options(default_address=config.address), config.xds, config.admin, xds_tls=tls)
         self.provider = KubernetesProvider(
             self._on_change, namespace=config.namespace, kubeconfig=config.kubeconfig, context=config.context
         )

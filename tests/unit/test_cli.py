@@ -63,3 +63,17 @@ def test_manifests_renders_a_daemonset_and_rejects_bad_flags() -> None:
     assert daemonset["spec"]["template"]["spec"]["nodeSelector"] == {"role": "gateway"}
     bad = runner.invoke(app, ["manifests", "--envoy-kind", "StatefulSet"])
     assert bad.exit_code == 2
+
+
+def test_certgen_writes_files_once_and_prints_secrets(tmp_path: Path) -> None:
+    first = runner.invoke(app, ["certgen", "--out", str(tmp_path / "tls")])
+    assert first.exit_code == 0, first.output
+    assert {p.name for p in (tmp_path / "tls").iterdir()} >= {"ca.crt", "server.crt", "server.key", "client.crt"}
+    again = runner.invoke(app, ["certgen", "--out", str(tmp_path / "tls")])
+    assert again.exit_code == 0
+    assert "nothing" in again.output
+    printed = runner.invoke(app, ["certgen", "--secrets", "--namespace", "gw"])
+    secrets = [d for d in yaml.safe_load_all(printed.stdout) if d]
+    assert {s["type"] for s in secrets} == {"kubernetes.io/tls"}
+    assert {s["metadata"]["namespace"] for s in secrets} == {"gw"}
+    assert runner.invoke(app, ["certgen"]).exit_code == 2
