@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from stackway.demo.echo import start_echo
+from stackway.demo.manifests import gateway, gateway_class, http_route, service_with_endpoints
 
 
 def free_port() -> int:
@@ -126,56 +127,15 @@ def stackway_up(directory: Path, *extra: str) -> Iterator[dict[str, int]]:
 
 
 def gateway_docs(port: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "GatewayClass",
-            "metadata": {"name": "stackway"},
-            "spec": {"controllerName": "stackway.dev/gateway-controller"},
-        },
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "Gateway",
-            "metadata": {"name": "bench", "namespace": "bench"},
-            "spec": {"gatewayClassName": "stackway", "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]},
-        },
-    ]
+    return [gateway_class(), gateway("bench", "bench", port)]
 
 
 def service_docs(name: str, target_port: int, address: str = "127.0.0.1") -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": "bench"},
-            "spec": {"ports": [{"name": "http", "port": 80}]},
-        },
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": f"{name}-1", "namespace": "bench", "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": target_port}],
-            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
-        },
-    ]
+    return service_with_endpoints(name, "bench", target_port, address=address)
 
 
 def route_doc(name: str, path: str, backend: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name, "namespace": "bench"},
-        "spec": {
-            "parentRefs": [{"name": "bench"}],
-            "rules": [
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": path}}],
-                    "backendRefs": [{"name": backend, "port": 80}],
-                }
-            ],
-        },
-    }
+    return http_route(name, "bench", "bench", {backend: 1}, path=path)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -18,9 +18,9 @@ from tests.fakes.kube_apiserver import FakeKubeApiServer
 from stackway.cluster import ClusterConfig, ClusterService
 from stackway.dataplane.envoy import EnvoyProcess
 from stackway.demo.echo import start_echo
+from stackway.demo.manifests import gateway, gateway_class, http_route, service_with_endpoints
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(60)]
-GW = "gateway.networking.k8s.io/v1"
 
 
 def free_port() -> int:
@@ -30,52 +30,13 @@ def free_port() -> int:
 
 
 def objects(listen_port: int, backends: dict[str, int], route_to: str) -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = [
-        {
-            "apiVersion": GW,
-            "kind": "GatewayClass",
-            "metadata": {"name": "stackway"},
-            "spec": {"controllerName": "stackway.dev/gateway-controller"},
-        },
-        {
-            "apiVersion": GW,
-            "kind": "Gateway",
-            "metadata": {"name": "gw", "namespace": "default"},
-            "spec": {
-                "gatewayClassName": "stackway",
-                "listeners": [{"name": "http", "port": listen_port, "protocol": "HTTP"}],
-            },
-        },
-        {
-            "apiVersion": GW,
-            "kind": "HTTPRoute",
-            "metadata": {"name": "app", "namespace": "default"},
-            "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": route_to, "port": 80}]}]},
-        },
+    docs = [
+        gateway_class(),
+        gateway("gw", "default", listen_port),
+        http_route("app", "default", "gw", {route_to: 1}),
     ]
     for name, port in backends.items():
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {"ports": [{"name": "http", "port": 80}]},
-            }
-        )
-        docs.append(
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"{name}-1",
-                    "namespace": "default",
-                    "labels": {"kubernetes.io/service-name": name},
-                },
-                "addressType": "IPv4",
-                "ports": [{"name": "http", "port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
-            }
-        )
+        docs += service_with_endpoints(name, "default", port)
     return docs
 
 

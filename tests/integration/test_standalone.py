@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from stackway.demo.echo import EchoServer, start_echo
+from stackway.demo.manifests import gateway, gateway_class, http_route, service_with_endpoints
 from stackway.standalone import Standalone, StandaloneConfig
 from stackway.xds_server import SnapshotCache, XdsServer
 
@@ -34,51 +35,13 @@ def free_port() -> int:
 
 
 def manifests(listen_port: int, backends: dict[str, int], route_to: str, **backend_ref: Any) -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = [
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "GatewayClass",
-            "metadata": {"name": "stackway"},
-            "spec": {"controllerName": "stackway.dev/gateway-controller"},
-        },
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "Gateway",
-            "metadata": {"name": "gw"},
-            "spec": {
-                "gatewayClassName": "stackway",
-                "listeners": [{"name": "http", "port": listen_port, "protocol": "HTTP"}],
-            },
-        },
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
-            "metadata": {"name": "app"},
-            "spec": {
-                "parentRefs": [{"name": "gw"}],
-                "rules": [{"backendRefs": [{"name": route_to, "port": 80, **backend_ref}]}],
-            },
-        },
-    ]
+    """GatewayClass, Gateway `gw`, HTTPRoute `app` to `route_to` (extra backendRef fields from `backend_ref`),
+    and a Service + EndpointSlice per backend, all in `default`."""
+    route = http_route("app", "default", "gw", {route_to: 1})
+    route["spec"]["rules"][0]["backendRefs"][0] = {"name": route_to, "port": 80, **backend_ref}
+    docs = [gateway_class(), gateway("gw", "default", listen_port), route]
     for name, target in backends.items():
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": name},
-                "spec": {"ports": [{"name": "http", "port": 80}]},
-            }
-        )
-        docs.append(
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
-                "addressType": "IPv4",
-                "ports": [{"name": "http", "port": target}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-        )
+        docs += service_with_endpoints(name, "default", target)
     return docs
 
 
