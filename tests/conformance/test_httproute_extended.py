@@ -553,8 +553,8 @@ def test_request_percentage_mirror(conformance: Conformance) -> None:
                         break
                 else:
                     # Upstream's ±5 % band is narrower than one standard deviation of a binomial count at
-                    # these sizes (σ ≈ 9 of 100 at 20 %), so on its own it fails about one run in fifteen.
-                    # Pooling every round and allowing 4σ keeps the check meaningful (20 % is told apart
+                    # these sizes (sigma about 9 of 100 at 20 %), so on its own it fails about one run in fifteen.
+                    # Pooling every round and allowing 4 sigma keeps the check meaningful (20 % is told apart
                     # from 0, 35, 50 or 100 %) without the flakes.
                     n = PERCENT_TOTAL_REQUESTS * len(counts)
                     p = percent / 100
@@ -562,7 +562,7 @@ def test_request_percentage_mirror(conformance: Conformance) -> None:
                     pooled = sum(counts)
                     assert abs(pooled - n * p) <= 4 * sigma, (
                         f"mirrored counts per round of {PERCENT_TOTAL_REQUESTS} were {counts}: none within "
-                        f"{low:.2f}..{high:.2f}, and the pooled {pooled}/{n} is more than 4σ from {p:.0%}"
+                        f"{low:.2f}..{high:.2f}, and the pooled {pooled}/{n} is more than 4 sigma from {p:.0%}"
                     )
 
 
