@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from stackway.controlplane import ControlPlane
+from stackway.demo.manifests import gateway, gateway_class, http_route, service_with_endpoints
 from stackway.memory import ShrinkWatcher
 from stackway.resources.raw import ObjectKey, RawObject, key_of
-
-GW = "gateway.networking.k8s.io/v1"
 
 
 def rss_mib() -> float:
@@ -17,38 +14,8 @@ def rss_mib() -> float:
 
 
 def objects(n: int) -> dict[ObjectKey, RawObject]:
-    docs: list[dict[str, Any]] = [
-        {
-            "apiVersion": GW,
-            "kind": "GatewayClass",
-            "metadata": {"name": "stackway"},
-            "spec": {"controllerName": "stackway.dev/gateway-controller"},
-        },
-        {
-            "apiVersion": GW,
-            "kind": "Gateway",
-            "metadata": {"name": "gw"},
-            "spec": {"gatewayClassName": "stackway", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
-        },
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}]}},
-    ]
-    docs += [
-        {
-            "apiVersion": GW,
-            "kind": "HTTPRoute",
-            "metadata": {"name": f"r{i}"},
-            "spec": {
-                "parentRefs": [{"name": "gw"}],
-                "rules": [
-                    {
-                        "matches": [{"path": {"type": "PathPrefix", "value": f"/r/{i}"}}],
-                        "backendRefs": [{"name": "svc", "port": 80}],
-                    }
-                ],
-            },
-        }
-        for i in range(n)
-    ]
+    docs = [gateway_class(), gateway("gw", "default", 80), *service_with_endpoints("svc", "default", 8080)]
+    docs += [http_route(f"r{i}", "default", "gw", {"svc": 1}, path=f"/r/{i}") for i in range(n)]
     return {key_of(d): RawObject(key_of(d), d) for d in docs}
 
 
