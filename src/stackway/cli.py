@@ -122,6 +122,8 @@ def up(
         bool, typer.Option("--delta/--sotw", help="xDS variant Envoy uses: incremental or state-of-the-world.")
     ] = True,
     concurrency: Annotated[int, typer.Option(help="Envoy worker threads.")] = 1,
+    ingress_http_port: Annotated[int, typer.Option(help="Port Ingress objects are served on over HTTP.")] = 80,
+    ingress_https_port: Annotated[int, typer.Option(help="Port Ingress TLS hosts are served on.")] = 443,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve the manifests in DIR through a bundled Envoy, following every file change without restart.
@@ -145,6 +147,8 @@ def up(
         delta=delta,
         concurrency=concurrency,
         log_level=log_level,
+        ingress_http_port=ingress_http_port,
+        ingress_https_port=ingress_https_port,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_standalone(config))

@@ -38,6 +38,9 @@ class StandaloneConfig:
     node_id: str = "stackway-standalone"
     #: Quiet time after a file event before re-reading; short, because writers rename complete files.
     debounce_s: float = 0.01
+    #: Ports Ingress objects are served on (Ingress has no listeners of its own).
+    ingress_http_port: int = 80
+    ingress_https_port: int = 443
 
 
 class Standalone:
@@ -45,7 +48,12 @@ class Standalone:
 
     def __init__(self, config: StandaloneConfig) -> None:
         self.config = config
-        options = Options(default_address=config.address, accept_any_class=config.accept_any_class)
+        options = Options(
+            default_address=config.address,
+            accept_any_class=config.accept_any_class,
+            ingress_http_port=config.ingress_http_port,
+            ingress_https_port=config.ingress_https_port,
+        )
         self.service = ControlService(options, config.xds, config.admin)
         self.provider = FilesProvider(config.directory, self.service.on_change, debounce=config.debounce_s)
         self.envoy = EnvoyProcess(

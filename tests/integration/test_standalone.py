@@ -612,3 +612,75 @@ async def test_backend_tls_policy_verifies_the_backend(tmp_path: Path) -> None:
             await eventually_served_by(run.port, "secure")
     finally:
         await secure.close()
+
+
+async def test_ingress_is_served_through_envoy(tmp_path: Path) -> None:
+    """An Ingress of our class routes by host and path; unmatched requests reach its defaultBackend."""
+    echo_a = await start_echo("127.0.0.1", 0, "shop-0", "default", "shop")
+    echo_b = await start_echo("127.0.0.1", 0, "fallback-0", "default", "fallback")
+    port = free_port()
+    docs: list[dict[str, Any]] = [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "IngressClass",
+            "metadata": {"name": "stackway"},
+            "spec": {"controller": "stackway.dev/ingress-controller"},
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "ingressClassName": "stackway",
+                "defaultBackend": {"service": {"name": "fallback", "port": {"number": 80}}},
+                "rules": [
+                    {
+                        "host": "shop.example.com",
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/cart",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "shop", "port": {"name": "http"}}},
+                                }
+                            ]
+                        },
+                    }
+                ],
+            },
+        },
+        *service_with_endpoints("shop", "default", echo_a.port),
+        *service_with_endpoints("fallback", "default", echo_b.port),
+    ]
+    write(tmp_path / "ingress.yaml", docs)
+    gateway = Standalone(
+        StandaloneConfig(
+            directory=tmp_path,
+            address="127.0.0.1",
+            admin=("127.0.0.1", free_port()),
+            xds=("127.0.0.1", free_port()),
+            envoy_admin=("127.0.0.1", free_port()),
+            log_level="warning",
+            ingress_http_port=port,
+        )
+    )
+    await gateway.start()
+    try:
+        await gateway.cache.wait_acked(gateway.control.snapshot.version, 20)
+
+        async def pod(host: str, path: str) -> str:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host}) as resp,
+            ):
+                return str(json.loads(await resp.text())["pod"])
+
+        assert await pod("shop.example.com", "/cart/items") == "shop-0"
+        assert await pod("shop.example.com", "/cartoon") == "fallback-0"
+        assert await pod("other.example.com", "/cart") == "fallback-0"
+        ingress = next(d for d in gateway.control.status_document() if d["kind"] == "Ingress")
+        assert ingress["status"] == {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}
+    finally:
+        await gateway.stop()
+        await echo_a.close()
+        await echo_b.close()
