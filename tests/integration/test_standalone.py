@@ -684,3 +684,92 @@ async def test_ingress_is_served_through_envoy(tmp_path: Path) -> None:
         await gateway.stop()
         await echo_a.close()
         await echo_b.close()
+
+
+async def test_websocket_upgrade_passes_through(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            await ws.send_str(f"echo:{message.data}")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    ws_port = runner.addresses[0][1]
+    try:
+        async with running(tmp_path) as run:
+            docs = manifests(run.port, {**run.backends, "sockets": ws_port}, "sockets")
+            write(run.directory / "app.yaml", docs)
+            deadline = time.monotonic() + 10
+            reply = None
+            async with aiohttp.ClientSession() as session:
+                while reply is None and time.monotonic() < deadline:
+                    try:
+                        async with session.ws_connect(f"http://127.0.0.1:{run.port}/ws") as ws:
+                            await ws.send_str("hello")
+                            reply = (await ws.receive(timeout=2)).data
+                    except aiohttp.WSServerHandshakeError:
+                        await asyncio.sleep(0.05)
+            assert reply == "echo:hello"
+    finally:
+        await runner.cleanup()
+
+
+async def test_grpc_route_reaches_a_grpc_backend_over_h2c(tmp_path: Path) -> None:
+    import grpc
+
+    def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return b"pong:" + request
+
+    handler = grpc.method_handlers_generic_handler(
+        "echo.v1.Echo",
+        {"Ping": grpc.unary_unary_rpc_method_handler(unary)},  # raw bytes in and out
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    grpc_port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with running(tmp_path) as run:
+            docs = manifests(run.port, {**run.backends, "grpc-echo": grpc_port}, "blue")
+            docs.append(
+                {
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "GRPCRoute",
+                    "metadata": {"name": "echo"},
+                    "spec": {
+                        "parentRefs": [{"name": "gw"}],
+                        "hostnames": ["grpc.example.com"],
+                        "rules": [
+                            {
+                                "matches": [{"method": {"service": "echo.v1.Echo", "method": "Ping"}}],
+                                "backendRefs": [{"name": "grpc-echo", "port": 80}],
+                            }
+                        ],
+                    },
+                }
+            )
+            write(run.directory / "app.yaml", docs)
+            async with grpc.aio.insecure_channel(
+                f"127.0.0.1:{run.port}", options=[("grpc.default_authority", "grpc.example.com")]
+            ) as channel:
+                ping = channel.unary_unary("/echo.v1.Echo/Ping")
+                deadline = time.monotonic() + 10
+                answer = None
+                while answer is None and time.monotonic() < deadline:
+                    try:
+                        answer = await ping(b"x", timeout=2)
+                    except grpc.aio.AioRpcError:
+                        await asyncio.sleep(0.05)
+                assert answer == b"pong:x"
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await channel.unary_unary("/echo.v1.Echo/Other")(b"x", timeout=2)
+    finally:
+        await server.stop(0)
