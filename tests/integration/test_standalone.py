@@ -773,3 +773,69 @@ async def test_grpc_route_reaches_a_grpc_backend_over_h2c(tmp_path: Path) -> Non
                     await channel.unary_unary("/echo.v1.Echo/Other")(b"x", timeout=2)
     finally:
         await server.stop(0)
+
+
+async def test_frontend_client_certificate_validation(tmp_path: Path) -> None:
+    """A Gateway asking for client certificates: a client with one from the CA gets through, one without
+    is refused in the TLS handshake."""
+    import base64
+
+    from stackway import certs
+
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    _self_signed(server_dir, "secure.example.com")
+    bundle = certs.generate()  # a CA and a client certificate it signed
+    (tmp_path / "client.crt").write_bytes(bundle.client.cert_pem)
+    (tmp_path / "client.key").write_bytes(bundle.client.key_pem)
+    watched = tmp_path / "manifests"
+    watched.mkdir()
+    async with running(watched) as run:
+        tls_port = free_port()
+        docs = manifests(run.port, run.backends, "blue")
+        docs[1]["spec"]["listeners"].append(
+            {
+                "name": "https",
+                "port": tls_port,
+                "protocol": "HTTPS",
+                "hostname": "secure.example.com",
+                "tls": {"certificateRefs": [{"name": "server-cert"}]},
+            }
+        )
+        docs[1]["spec"]["tls"] = {
+            "frontend": {"default": {"validation": {"caCertificateRefs": [{"kind": "ConfigMap", "name": "clients"}]}}}
+        }
+        docs += [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "server-cert"},
+                "type": "kubernetes.io/tls",
+                "data": {
+                    "tls.crt": base64.b64encode((server_dir / ".cert.pem").read_bytes()).decode(),
+                    "tls.key": base64.b64encode((server_dir / ".key.pem").read_bytes()).decode(),
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "clients"},
+                "data": {"ca.crt": bundle.ca.cert_pem.decode()},
+            },
+        ]
+        write(run.directory / "app.yaml", docs)
+        with_cert = ssl.create_default_context(cafile=str(server_dir / ".cert.pem"))
+        with_cert.load_cert_chain(tmp_path / "client.crt", tmp_path / "client.key")
+        deadline = time.monotonic() + 10
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline and not body:
+            with contextlib.suppress(ssl.SSLError, ConnectionError, OSError):
+                body = await _https_get(tls_port, "secure.example.com", with_cert)
+            await asyncio.sleep(0.05)
+        assert body.get("service") == "blue"
+        without_cert = ssl.create_default_context(cafile=str(server_dir / ".cert.pem"))
+        try:  # with TLS 1.3 the refusal arrives after the client's side of the handshake, on first read
+            answer = await _https_get(tls_port, "secure.example.com", without_cert)
+        except (ssl.SSLError, ConnectionError, OSError):
+            answer = {}
+        assert answer == {}, "a client without a certificate must not reach the backend"

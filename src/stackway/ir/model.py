@@ -210,6 +210,10 @@ class FilterChain:
     certificates: tuple[Certificate, ...]
     route_config: RouteConfig | None = None
     tcp: tuple[WeightedCluster, ...] = ()
+    #: Client certificates (mutual TLS at the listener): CAs to verify them against; empty = not asked for.
+    client_ca_pem: str = ""
+    #: AllowInsecureFallback: ask for a certificate but let clients without a valid one in.
+    client_cert_optional: bool = False
 
 
 @dataclass(frozen=True)

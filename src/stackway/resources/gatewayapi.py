@@ -86,10 +86,41 @@ class GatewayAddress(Model):
     value: str
 
 
+class ObjectReference(Model):
+    group: str = ""
+    kind: str
+    name: str
+    namespace: str | None = None
+
+
+class FrontendTLSValidation(Model):
+    ca_certificate_refs: tuple[ObjectReference, ...] = Field(min_length=1)
+    mode: Literal["AllowValidOnly", "AllowInsecureFallback"] = "AllowValidOnly"
+
+
+class TLSConfig(Model):
+    validation: FrontendTLSValidation | None = None
+
+
+class TLSPortConfig(Model):
+    port: int = Field(ge=1, le=65535)
+    tls: TLSConfig
+
+
+class FrontendTLSConfig(Model):
+    default: TLSConfig = TLSConfig()
+    per_port: tuple[TLSPortConfig, ...] = ()
+
+
+class GatewayTLSConfigs(Model):
+    frontend: FrontendTLSConfig | None = None
+
+
 class GatewaySpec(Model):
     gateway_class_name: str
     listeners: tuple[Listener, ...] = Field(min_length=1)
     addresses: tuple[GatewayAddress, ...] = ()
+    tls: GatewayTLSConfigs | None = None
 
 
 class Gateway(Model):

@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from stackway.resources.core import Secret
+from stackway.resources.store import Resources
 
 
 @lru_cache(maxsize=1024)
@@ -44,3 +45,23 @@ def certificate_problem(secret: Secret) -> str | None:
     if not key:
         return "tls.key is missing or not valid base64"
     return _check_pem(cert, key)
+
+
+def ca_bundle(resources: Resources, namespace: str, group: str, kind: str, name: str) -> tuple[str, str | None]:
+    """PEM CA certificates from a ConfigMap's or Secret's `ca.crt`, or ("", why not)."""
+    if group != "" or kind not in ("ConfigMap", "Secret"):
+        return "", f"kind {group or 'core'}/{kind} is not supported; use a ConfigMap or Secret"
+    if kind == "ConfigMap":
+        cm = resources.config_maps.get((namespace, name))
+        pem = cm.data.get("ca.crt") if cm else None
+    else:
+        secret = resources.secrets.get((namespace, name))
+        raw = secret.value("ca.crt") if secret else None
+        pem = raw.decode(errors="replace") if raw else None
+    if pem is None:
+        return "", f"{kind} {namespace}/{name} with key ca.crt not found"
+    try:
+        x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as exc:
+        return "", f"{kind} {namespace}/{name}: ca.crt is not a PEM certificate ({exc})"
+    return pem, None

@@ -84,6 +84,13 @@ def _tls_socket(chain: ir.FilterChain) -> base_pb2.TransportSocket:
             alpn_protocols=["h2", "http/1.1"],
         )
     )
+    if chain.client_ca_pem:
+        validation = context.common_tls_context.validation_context
+        validation.trusted_ca.inline_string = chain.client_ca_pem
+        if chain.client_cert_optional:
+            validation.trust_chain_verification = common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
+        else:
+            context.require_client_certificate.value = True
     return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
 
 

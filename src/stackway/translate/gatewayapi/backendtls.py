@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-
 from stackway.ir import model as ir
 from stackway.resources.core import ServicePort
 from stackway.resources.gatewayapi import GROUP, BackendTLSPolicy
 from stackway.resources.raw import ObjectKey
 from stackway.translate import conditions as c
+from stackway.translate.certs import ca_bundle
 from stackway.translate.context import Context
 
 R_INVALID_CA_REF = "InvalidCACertificateRef"
@@ -51,7 +50,7 @@ class BackendTLS:
         resolved: tuple[bool, str, str] = (True, c.R_RESOLVED_REFS, "All references are resolved")
         for index, ref in enumerate(validation.ca_certificate_refs):
             fld = f"spec.validation.caCertificateRefs[{index}]"
-            pem, why = self._ca(key.namespace, ref.group, ref.kind, ref.name)
+            pem, why = ca_bundle(self.ctx.resources, key.namespace, ref.group, ref.kind, ref.name)
             if why is not None:
                 reason = c.R_INVALID_KIND if why.startswith("kind") else R_INVALID_CA_REF
                 resolved = (False, reason, why)
@@ -79,24 +78,6 @@ class BackendTLS:
                 continue
             self.by_target[slot] = entry
         return entry
-
-    def _ca(self, namespace: str, group: str, kind: str, name: str) -> tuple[str, str | None]:
-        if group != "" or kind not in ("ConfigMap", "Secret"):
-            return "", f"kind {group or 'core'}/{kind} is not supported; use a ConfigMap or Secret"
-        if kind == "ConfigMap":
-            cm = self.ctx.resources.config_maps.get((namespace, name))
-            pem = cm.data.get("ca.crt") if cm else None
-        else:
-            secret = self.ctx.resources.secrets.get((namespace, name))
-            raw = secret.value("ca.crt") if secret else None
-            pem = raw.decode(errors="replace") if raw else None
-        if pem is None:
-            return "", f"{kind} {namespace}/{name} with key ca.crt not found"
-        try:
-            x509.load_pem_x509_certificates(pem.encode())
-        except ValueError as exc:
-            return "", f"{kind} {namespace}/{name}: ca.crt is not a PEM certificate ({exc})"
-        return pem, None
 
     def for_port(self, namespace: str, service: str, port: ServicePort) -> _Policy | None:
         """The policy for a Service port: one naming the port wins over one for the whole Service."""

@@ -11,7 +11,7 @@ from stackway.ir import model as ir
 from stackway.resources.gatewayapi import GROUP, Gateway, Listener, RouteGroupKind
 from stackway.resources.raw import ObjectKey
 from stackway.translate import conditions as c
-from stackway.translate.certs import certificate_problem
+from stackway.translate.certs import ca_bundle, certificate_problem
 from stackway.translate.context import Context
 from stackway.translate.refs import granted
 
@@ -36,6 +36,8 @@ class ListenerView:
     spec: Listener
     supported_kinds: list[RouteGroupKind] = field(default_factory=list)
     certificates: tuple[ir.Certificate, ...] = ()
+    #: Frontend client-certificate validation: (CA PEM, optional) when the Gateway asks for it on this port.
+    client_validation: tuple[str, bool] | None = None
     accepted: tuple[bool, str, str] = (True, c.R_ACCEPTED, "Listener is accepted")
     resolved: tuple[bool, str, str] = (True, c.R_RESOLVED_REFS, "All references are resolved")
     conflicted: tuple[bool, str, str] = (False, c.R_NO_CONFLICTS, "No conflicts")
@@ -132,6 +134,7 @@ def _validate_listener(ctx: Context, lv: ListenerView, index: int) -> None:
     _resolve_route_kinds(ctx, lv, fld)
     if spec.protocol == "HTTPS":
         _resolve_certificates(ctx, lv, fld)
+        _resolve_client_validation(ctx, lv)
     elif spec.protocol == "TLS":
         if lv.spec.tls is None:
             lv.accepted = (False, c.R_UNSUPPORTED_PROTOCOL, "TLS listener needs tls.mode")
@@ -199,6 +202,50 @@ def _resolve_certificates(ctx: Context, lv: ListenerView, fld: str) -> None:
             lv.resolved = (False, *failure)
             ctx.problem(lv.gateway.key, rfld, failure[1])
     lv.certificates = tuple(certs)
+
+
+def _resolve_client_validation(ctx: Context, lv: ListenerView) -> None:
+    """spec.tls.frontend: the CA that clients of this listener's port must present certificates from.
+
+    A listener whose CA does not resolve is not programmed: serving it without the validation the user asked
+    for would silently drop an access control.
+    """
+    frontend = lv.gateway.gateway.spec.tls.frontend if lv.gateway.gateway.spec.tls else None
+    if frontend is None:
+        return
+    per_port = next((p for p in frontend.per_port if p.port == lv.spec.port), None)
+    config, fld = (
+        (per_port.tls, f"spec.tls.frontend.perPort[{frontend.per_port.index(per_port)}].tls.validation")
+        if per_port is not None
+        else (frontend.default, "spec.tls.frontend.default.validation")
+    )
+    if config.validation is None:
+        return
+    pems: list[str] = []
+    for index, ref in enumerate(config.validation.ca_certificate_refs):
+        ns = ref.namespace or lv.gateway.namespace
+        pem, why = ca_bundle(ctx.resources, ns, ref.group, ref.kind, ref.name)
+        if (
+            why is None
+            and ns != lv.gateway.namespace
+            and not granted(
+                ctx.resources.reference_grants,
+                from_group=GROUP,
+                from_kind="Gateway",
+                from_namespace=lv.gateway.namespace,
+                to_group=ref.group,
+                to_kind=ref.kind,
+                to_namespace=ns,
+                to_name=ref.name,
+            )
+        ):
+            why = f"{ref.kind} {ns}/{ref.name} is in another namespace and no ReferenceGrant allows it"
+        if why is not None:
+            lv.resolved = (False, "InvalidCACertificateRef", why)
+            ctx.problem(lv.gateway.key, f"{fld}.caCertificateRefs[{index}]", why)
+            return
+        pems.append(pem)
+    lv.client_validation = ("".join(pems), config.validation.mode == "AllowInsecureFallback")
 
 
 def _detect_conflicts_within(ctx: Context, view: GatewayView) -> None:

@@ -25,6 +25,7 @@ class _Chain:
     certificates: tuple[ir.Certificate, ...]
     #: True for TLS listeners (TLSRoute): the stream is proxied, not parsed as HTTP.
     tcp: bool = False
+    client_validation: tuple[str, bool] | None = None
     vhosts: dict[str, list[Placed]] = field(default_factory=lambda: defaultdict(list))
 
 
@@ -116,7 +117,9 @@ def _assemble(ctx: Context, views: list[GatewayView], placed: list[Placed]) -> t
                 key = _chain_key(sock.protocol, lv.spec.hostname)
                 if key not in sock.chains:
                     names = (lv.spec.hostname,) if sock.protocol == "TLS" and lv.spec.hostname else ()
-                    sock.chains[key] = _Chain(names, lv.certificates, tcp=lv.spec.protocol == "TLS")
+                    sock.chains[key] = _Chain(
+                        names, lv.certificates, tcp=lv.spec.protocol == "TLS", client_validation=lv.client_validation
+                    )
     for p in placed:
         view = p.listener.gateway
         if view.address_problem or not p.listener.serving:
@@ -209,6 +212,8 @@ def _listener(sock: _Socket) -> ir.Listener:
                 server_names=chain.server_names,
                 certificates=chain.certificates,
                 route_config=ir.RouteConfig(rc_name, tuple(vhosts)),
+                client_ca_pem=chain.client_validation[0] if chain.client_validation else "",
+                client_cert_optional=bool(chain.client_validation and chain.client_validation[1]),
             )
         )
     return ir.Listener(
