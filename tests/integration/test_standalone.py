@@ -426,7 +426,7 @@ async def _https_get(port: int, sni: str, context: ssl.SSLContext) -> dict[str, 
 
 
 async def test_route_churn_under_traffic_gives_no_gateway_errors(tmp_path: Path) -> None:
-    """Hundreds of routes added, reordered, re-pointed and removed, weights changed and endpoints scaled,
+    """Up to 1,000 routes added, reordered, re-pointed and removed, weights changed and endpoints scaled,
     while steady traffic hits one route: every answer must come from a backend (no 404/503 of Envoy's)."""
     async with running(tmp_path) as run:
         extra = await start_echo("127.0.0.1", 0, "blue-1", "default", "blue")
@@ -466,15 +466,25 @@ async def test_route_churn_under_traffic_gives_no_gateway_errors(tmp_path: Path)
 
             steps: list[tuple[str, list[dict[str, Any]]]] = [
                 ("churn.yaml", churn_docs(300, False, "green")),
-                ("churn.yaml", churn_docs(300, True, "blue")),
+                ("churn.yaml", churn_docs(1000, True, "blue")),
+                ("churn.yaml", churn_docs(1000, False, "green")),
                 ("churn.yaml", churn_docs(150, False, "green")),
-                ("churn.yaml", churn_docs(400, True, "green")),
+                ("churn.yaml", churn_docs(1000, True, "green")),
                 ("churn.yaml", []),
             ]
             with Load(run.port) as load:
+                applied = []
                 for file, docs in steps:
                     write(run.directory / file, docs or "")
-                    await asyncio.sleep(0.3)
+                    # each step must really reach Envoy (not be coalesced away): the route count, then the ACK
+                    deadline = time.monotonic() + 20
+                    while len(run.gateway.control.resources.http_routes) != len(docs) + 1:
+                        assert time.monotonic() < deadline, f"step with {len(docs)} routes never applied"
+                        await asyncio.sleep(0.02)
+                    await run.gateway.cache.wait_acked(run.gateway.control.snapshot.version, 20)
+                    applied.append(len(docs))
+                    await asyncio.sleep(0.1)
+                assert applied == [300, 1000, 1000, 150, 1000, 0]
                 for weights in ((90, 10), (50, 50), (0, 100), (100, 0)):
                     docs = manifests(run.port, run.backends, "blue", weight=weights[0])
                     docs[2]["spec"]["rules"][0]["backendRefs"].append(
