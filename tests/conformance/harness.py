@@ -1,15 +1,23 @@
-"""The running pieces: echo backends in a background thread, one `stackway up` process, and a manifest
-directory that tests add their manifests to and take them away from, as upstream applies and cleans up.
+"""The running pieces: echo backends in a background thread, the gateway under test (a backend), and the
+manifests that tests apply and clean up, as upstream applies them to a cluster and deletes them afterwards.
 
-One `stackway up` serves the whole run: base manifests are written once, each test writes its own file
-and removes it afterwards. That is also how upstream runs (one cluster, manifests applied per test), and it
-exercises the file-watching contract (DESIGN 2.1/2.2) on every test.
+The gateway runs in one of two modes, each for the whole session:
+
+- standalone: one `stackway up DIR` process; manifests are files that tests add to the directory and remove
+  (that exercises the file-watching contract, DESIGN 2.1/2.2, on every test). Statuses come from its
+  admin API, which shows what would be written to Kubernetes.
+- cluster: the fake Kubernetes API server, `stackway serve` against it (in this process) and one Envoy
+  connected over xDS, as a DaemonSet's would be; manifests are applied through the API and deleted again.
+  Statuses are read back from the API objects, i.e. what the status writer really wrote.
+
+Either way one gateway serves the whole run with base manifests applied once, as upstream runs one cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import ipaddress
 import itertools
 import json
@@ -22,19 +30,27 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+from stackway.cluster import ClusterConfig, ClusterService
+from stackway.dataplane.envoy import EnvoyProcess
 from stackway.demo.echo import EchoServer, start_echo
 from tests.conformance import manifests as m
 from tests.conformance.client import Target
 from tests.conformance.status import StatusChecker, StatusTimeout
+from tests.fakes.kube_apiserver import FakeKubeApiServer
+from tests.fakes.kube_semantics import ApiError
 
 STARTUP_TIMEOUT = 60.0
 ENV_NETWORK = "STACKWAY_CONFORMANCE_NETWORK"
 STATUS_KINDS = {"Gateway", "HTTPRoute", "GatewayClass", "GRPCRoute"}
+STANDALONE = "standalone"
+CLUSTER = "cluster"
+MODES = (STANDALONE, CLUSTER)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -256,13 +272,211 @@ class StackwayProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
+class Backend(Protocol):
+    """The gateway under test, as the tests see it: somewhere to apply manifests and read statuses from."""
+
+    @property
+    def admin(self) -> str:
+        """host:port of the control plane's admin API (its own view of objects, for waiting out deletions)."""
+        ...
+
+    @property
+    def status(self) -> StatusChecker:
+        """Where the status checks read the statuses that count for conformance."""
+        ...
+
+    def start(self, base: Sequence[m.Doc]) -> None:
+        """Start serving the GatewayClass and the (prepared) base manifests."""
+
+    def apply(self, name: str, docs: Sequence[m.Doc]) -> None:
+        """Make the set of objects called `name` exactly `docs` (creating, changing or removing objects)."""
+
+    def remove(self, name: str) -> None:
+        """Take the set `name` away again."""
+
+    def alive(self) -> bool: ...
+
+    def log_tail(self, lines: int = 40) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class StandaloneBackend:
+    """`stackway up DIR`: each set of objects is one file in DIR."""
+
+    workdir: Path
+    stackway: StackwayProcess | None = None
+
+    @property
+    def directory(self) -> Path:
+        return self.workdir / "manifests"
+
+    @property
+    def admin(self) -> str:
+        assert self.stackway is not None
+        return self.stackway.admin
+
+    @property
+    def status(self) -> StatusChecker:
+        return StatusChecker(self.admin)
+
+    def start(self, base: Sequence[m.Doc]) -> None:
+        m.write_atomically(self.directory / "00-gatewayclass.yaml", m.dump([m.gateway_class()]))
+        m.write_atomically(self.directory / "10-base.yaml", m.dump(base))
+        self.stackway = StackwayProcess(self.directory, self.workdir / "stackway.log")
+        self.stackway.start()
+
+    def _path(self, name: str) -> Path:
+        return self.directory / "tests" / f"{name}.yaml"
+
+    def apply(self, name: str, docs: Sequence[m.Doc]) -> None:
+        m.write_atomically(self._path(name), m.dump(docs))
+
+    def remove(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def alive(self) -> bool:
+        return self.stackway is not None and self.stackway.alive()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.stackway.log_tail(lines) if self.stackway is not None else "(not started)"
+
+    def stop(self) -> None:
+        if self.stackway is not None:
+            self.stackway.stop()
+
+
+ObjectRef = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
+
+
+def _ref(doc: m.Doc) -> ObjectRef:
+    meta = doc["metadata"]
+    return doc["apiVersion"], doc["kind"], meta.get("namespace", "default"), meta["name"]
+
+
+class ClusterBackend:
+    """The fake API server, `stackway serve` and one Envoy, all on an event loop of their own thread.
+
+    They share one loop so that the fake's store (not thread-safe) is only ever touched from that loop:
+    the synchronous tests hand every apply and delete over to it. Statuses are read over HTTP, as any
+    client would, from the objects the status writer wrote back.
+    """
+
+    #: The kinds whose statuses the checks read, as the API serves them.
+    STATUS_RESOURCES = (
+        ("gatewayclasses", "GatewayClass"),
+        ("gateways", "Gateway"),
+        ("httproutes", "HTTPRoute"),
+        ("grpcroutes", "GRPCRoute"),
+    )
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.admin = f"127.0.0.1:{free_port()}"
+        self.xds = ("127.0.0.1", free_port())
+        self.api = FakeKubeApiServer()
+        self.service: ClusterService | None = None
+        self.envoy: EnvoyProcess | None = None
+        self._sets: dict[str, list[ObjectRef]] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="cluster", daemon=True)
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float = STARTUP_TIMEOUT) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    @property
+    def status(self) -> StatusChecker:
+        return StatusChecker(self.admin, source=self.written_statuses)
+
+    def written_statuses(self) -> dict[str, Any]:
+        """The Gateway API objects as the API server holds them now, shaped like the admin's /api/status."""
+        objects: list[dict[str, Any]] = []
+        for plural, kind in self.STATUS_RESOURCES:
+            url = f"{self.api.url}/apis/{m.GATEWAY_GROUP}/v1/{plural}"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                objects += [{**item, "kind": kind} for item in json.load(response)["items"]]
+        return {"objects": objects}
+
+    def start(self, base: Sequence[m.Doc]) -> None:
+        self._thread.start()
+        self._run(self._start(base))
+
+    async def _start(self, base: Sequence[m.Doc]) -> None:
+        await self.api.start()
+        self._apply("base", [m.gateway_class(), *base])
+        host, port = self.admin.rsplit(":", 1)
+        config = ClusterConfig(
+            kubeconfig=self.api.write_kubeconfig(self.workdir / "kubeconfig"),
+            address="127.0.0.1",
+            admin=(host, int(port)),
+            xds=self.xds,
+            log_level="warning",
+        )
+        self.service = ClusterService(config)
+        await self.service.start()
+        self.envoy = EnvoyProcess("conformance", self.xds)
+        await self.envoy.start()
+
+    #: Not served by the fake API: the echo pods run in this process, and their EndpointSlices stand in.
+    NOT_APPLIED = frozenset({("apps/v1", "Deployment")})
+
+    def _apply(self, name: str, docs: Sequence[m.Doc]) -> None:
+        """On the loop: Namespaces first (the API refuses objects in a missing one), then the rest in order."""
+        served = [d for d in docs if (d["apiVersion"], d["kind"]) not in self.NOT_APPLIED]
+        served.sort(key=lambda d: d["kind"] != "Namespace")
+        for doc in served:
+            self.api.apply(copy.deepcopy(doc))
+        wanted = [_ref(d) for d in served]
+        self._delete([r for r in self._sets.get(name, []) if r not in wanted])
+        self._sets[name] = wanted
+
+    def _delete(self, refs: Iterable[ObjectRef]) -> None:
+        for api_version, kind, namespace, name in reversed(list(refs)):
+            with contextlib.suppress(ApiError):  # already gone, e.g. with its Namespace
+                self.api.delete(api_version, kind, name, namespace)
+
+    def apply(self, name: str, docs: Sequence[m.Doc]) -> None:
+        async def apply() -> None:
+            self._apply(name, docs)
+
+        self._run(apply())
+
+    def remove(self, name: str) -> None:
+        async def remove() -> None:
+            self._delete(self._sets.pop(name, []))
+
+        self._run(remove())
+
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.envoy is not None and self.envoy.running
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.envoy.log_tail(lines) if self.envoy is not None else "(Envoy not started)"
+
+    def stop(self) -> None:
+        async def stop() -> None:
+            if self.envoy is not None:
+                await self.envoy.stop()
+            if self.service is not None:
+                await self.service.stop()
+            await self.api.stop()
+
+        if self._thread.is_alive():
+            try:
+                self._run(stop())
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(timeout=10)
+        self._loop.close()
+
+
 @dataclass
 class Applied:
-    """What a test applied: its objects (after preparation) and where they live."""
+    """What a test applied: its objects (after preparation) under the name of its manifest."""
 
     name: str
     docs: list[m.Doc]
-    path: Path
 
     def find(self, kind: str, namespace: str, name: str) -> m.Doc:
         for doc in self.docs:
@@ -273,24 +487,21 @@ class Applied:
 
 @dataclass
 class Conformance:
-    """The environment every conformance test runs in."""
+    """The environment every conformance test runs in; `mode` picks the backend (STANDALONE or CLUSTER)."""
 
     upstream: Path
     workdir: Path
+    mode: str = STANDALONE
     book: m.AddressBook = field(default_factory=lambda: m.AddressBook(pick_network()))
     echoes: EchoPool = field(default_factory=EchoPool)
     secrets: dict[tuple[str, str], m.TLSPair] = field(default_factory=dict)
     base_docs: list[m.Doc] = field(default_factory=list)
-    stackway: StackwayProcess | None = None
-
-    @property
-    def directory(self) -> Path:
-        return self.workdir / "manifests"
+    backend: Backend | None = None
 
     @property
     def status(self) -> StatusChecker:
-        assert self.stackway is not None
-        return StatusChecker(self.stackway.admin)
+        assert self.backend is not None
+        return self.backend.status
 
     def prepare(self, docs: Sequence[m.Doc], suite_secrets: bool = False) -> list[m.Doc]:
         """Class name, addresses, echo backends with their EndpointSlices, and Secrets for `docs`.
@@ -313,14 +524,19 @@ class Conformance:
     def start(self) -> None:
         self.base_docs = m.load_documents(self.upstream / "base" / "manifests.yaml")
         prepared = self.prepare(self.base_docs, suite_secrets=True)
-        m.write_atomically(self.directory / "00-gatewayclass.yaml", m.dump([m.gateway_class()]))
-        m.write_atomically(self.directory / "10-base.yaml", m.dump(prepared))
-        self.stackway = StackwayProcess(self.directory, self.workdir / "stackway.log")
-        self.stackway.start()
+        backend: Backend
+        if self.mode == STANDALONE:
+            backend = StandaloneBackend(self.workdir)
+        elif self.mode == CLUSTER:
+            backend = ClusterBackend(self.workdir)
+        else:
+            raise ValueError(f"unknown conformance mode {self.mode!r}")
+        self.backend = backend
+        backend.start(prepared)
 
     def close(self) -> None:
-        if self.stackway is not None:
-            self.stackway.stop()
+        if self.backend is not None:
+            self.backend.stop()
         self.echoes.close()
 
     def test_manifests(self, name: str) -> list[m.Doc]:
@@ -329,30 +545,31 @@ class Conformance:
     @contextlib.contextmanager
     def applied(self, name: str) -> Iterator[Applied]:
         """Serve the upstream test manifest `tests/<name>.yaml` for the duration of the block."""
-        assert self.stackway is not None
-        if not self.stackway.alive():
-            raise RuntimeError(f"`stackway up` is not running any more:\n{self.stackway.log_tail()}")
+        backend = self.backend
+        assert backend is not None
+        if not backend.alive():
+            raise RuntimeError(f"the gateway ({self.mode}) is not running any more:\n{backend.log_tail()}")
         docs = self.prepare(self.test_manifests(name))
-        path = self.directory / "tests" / f"{name}.yaml"
-        m.write_atomically(path, m.dump(docs))
-        applied = Applied(name, docs, path)
+        backend.apply(name, docs)
         passed = False
         try:
-            yield applied
+            yield Applied(name, docs)
             passed = True
         finally:
-            path.unlink(missing_ok=True)
-            if self.stackway.alive():
+            backend.remove(name)
+            if backend.alive():
+                # wait until the control plane itself has dropped them, so the next test starts clean
                 try:
-                    self.status.objects_gone(k for k in map(m.key, docs) if k[0] in STATUS_KINDS)
+                    StatusChecker(backend.admin).objects_gone(k for k in map(m.key, docs) if k[0] in STATUS_KINDS)
                 except StatusTimeout:
                     if passed:  # otherwise the test's own failure is the one to report
                         raise
 
     def rewrite(self, applied: Applied, docs: list[m.Doc]) -> None:
         """Change an applied test's objects (upstream patches objects in the cluster)."""
+        assert self.backend is not None
         applied.docs = docs
-        m.write_atomically(applied.path, m.dump(docs))
+        self.backend.apply(applied.name, docs)
 
     def gateway(
         self, namespace: str, name: str, port: int = 80, scheme: str = "http", ca_pem: bytes | None = None

@@ -1,10 +1,12 @@
-"""Status checks through the admin API, with the semantics of upstream's conformance/utils/kubernetes helpers.
+"""Status checks, with the semantics of upstream's conformance/utils/kubernetes helpers.
 
-`GET /api/status` returns each object's `status` exactly as it would be written to Kubernetes (DESIGN 2.3),
-so the upstream checks translate one to one: conditions must carry the object's current generation as
-observedGeneration, a route parent matches on controllerName, group, kind, name and (sometimes) namespace,
-and a condition matches on type, status and (unless empty) reason. Every check polls until it holds or
-times out, because the control plane applies file changes asynchronously.
+In standalone mode they read `GET /api/status`, which returns each object's `status` exactly as it would be
+written to Kubernetes (DESIGN 2.3); in cluster mode they read the objects back from the API server, as
+written by the status writer. Both have the same shape, so the upstream checks translate one to one:
+conditions must carry the object's current generation as observedGeneration, a route parent matches on
+controllerName, group, kind, name and (sometimes) namespace, and a condition matches on type, status and
+(unless empty) reason. Every check polls until it holds or
+times out, because the control plane applies changes asynchronously.
 """
 
 from __future__ import annotations
@@ -115,20 +117,27 @@ def parent_matches(actual: Mapping[str, Any], want: ExpectedParent, namespace_re
 
 @dataclass
 class StatusChecker:
-    """Polls the admin API until an expectation about statuses holds (or fails with the last reason)."""
+    """Polls the statuses until an expectation about them holds (or fails with the last reason).
+
+    They come from the admin API at `admin`, or from `source` where given (e.g. the API server's objects).
+    """
 
     admin: str
     timeout: float = DEFAULT_TIMEOUT
+    source: Callable[[], dict[str, Any]] | None = None
+
+    def fetch(self) -> dict[str, Any]:
+        return self.source() if self.source is not None else fetch_status(self.admin)
 
     def wait(self, what: str, check: Callable[[dict[str, Any]], str | None]) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout
         last = "no answer yet"
         while True:
             try:
-                document = fetch_status(self.admin)
+                document = self.fetch()
                 problem = check(document)
             except (OSError, ValueError) as exc:
-                document, problem = {}, f"admin API: {type(exc).__name__}: {exc}"
+                document, problem = {}, f"reading statuses: {type(exc).__name__}: {exc}"
             if problem is None:
                 return document
             last = problem
@@ -308,8 +317,8 @@ class StatusChecker:
         self.wait(f"HTTPRoute {namespace}/{name} has no accepted parents", check)
 
     def route_generation(self, namespace: str, name: str) -> int:
-        """The route's metadata.generation as `stackway up` reports it now."""
-        route = find_object(fetch_status(self.admin), "HTTPRoute", namespace, name)
+        """The route's metadata.generation as the status source reports it now."""
+        route = find_object(self.fetch(), "HTTPRoute", namespace, name)
         if route is None:
             raise StatusTimeout(f"HTTPRoute {namespace}/{name} not in /api/status")
         generation: int = (route.get("metadata") or {})["generation"]

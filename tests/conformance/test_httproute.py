@@ -1,4 +1,5 @@
-"""Gateway API v1.6.1 HTTPRoute core conformance tests, one per upstream test, through a real `stackway up`.
+"""Gateway API v1.6.1 HTTPRoute core conformance tests, one per upstream test, in both modes: through a real
+`stackway up`, and through `stackway serve` with its Envoy against the (fake) Kubernetes API.
 
 Requests, expectations and status assertions follow upstream's `conformance/tests/httproute-*.go`; the
 tables below are those tests' cases. Each test serves base manifests plus its own upstream manifest file.
@@ -24,11 +25,11 @@ from tests.conformance.client import (
     compare,
     send,
 )
-from tests.conformance.harness import Conformance
+from tests.conformance.harness import MODES, Conformance
 from tests.conformance.manifests import fill_manual_slice, key
 from tests.conformance.status import Cond, ExpectedListener, ExpectedParent
 
-pytestmark = pytest.mark.envoy
+pytestmark = [pytest.mark.envoy, pytest.mark.parametrize("conformance", MODES, indirect=True)]
 
 INFRA = "gateway-conformance-infra"
 APP = "gateway-conformance-app-backend"
