@@ -26,7 +26,6 @@ from stackway.translate import Options, Problem, refresh_endpoints, translate
 from stackway.xds.build import build_snapshot
 from stackway.xds.clusters import build_load_assignment
 from stackway.xds.snapshot import ENDPOINT, Snapshot
-from stackway.xds.validate import InvalidConfig
 
 log = structlog.get_logger("stackway.controlplane")
 
@@ -127,19 +126,19 @@ class ControlPlane:
         ):
             services = {(k.namespace, n) for k in changed for n in _slice_services(k, previous, objects)}
             return self._endpoints_only(resources, services, started)
-        result = translate(resources, self.options)
+        try:
+            result = translate(resources, self.options)
+            snapshot = build_snapshot(result.ir)
+        except Exception as exc:  # whatever went wrong, the last good config keeps serving
+            # Not the user's mistake (those are conditions): a bug of ours. Say so loudly, change nothing.
+            self.system_error = f"{type(exc).__name__}: {exc}"
+            metrics.TRANSLATIONS.labels("error").inc()
+            log.exception("translation failed; the last good config keeps serving", error=self.system_error)
+            return PublishResult(None, False, self.system_error)
         self._stamp_statuses(result.statuses)
         self.generations = {k: _generation(objects[k]) for k in self.statuses if k in objects}
         self.translate_problems = result.problems
         self._count(objects)
-        try:
-            snapshot = build_snapshot(result.ir)
-        except InvalidConfig as exc:
-            # A bug of ours, not the user's: keep serving the last good snapshot and say so loudly.
-            self.system_error = str(exc)
-            metrics.TRANSLATIONS.labels("error").inc()
-            log.error("snapshot rejected before publish; last good config keeps serving", error=str(exc))
-            return PublishResult(None, False, str(exc))
         self.system_error = None
         self._ir = result.ir
         return self._publish(snapshot, started, "full")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from stackway.controlplane import ControlPlane, stamp_transition_times
 from stackway.resources.raw import ObjectKey, RawObject, Source, key_of
 from stackway.resources.store import ResourceStore
@@ -101,3 +103,21 @@ def test_statuses_carry_real_times_and_keep_them_across_updates() -> None:
     assert "1970-01-01T00:00:00Z" not in times
     control.update(objects(CLASS, GATEWAY, ROUTE, SERVICE))
     assert control.status_document() == first
+
+
+def test_a_translation_bug_keeps_the_last_good_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    import stackway.controlplane as cp
+
+    control = ControlPlane()
+    control.update(objects(CLASS, GATEWAY, ROUTE, SERVICE))
+    good = control.snapshot.version
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cp, "translate", broken)
+    result = control.update(objects(CLASS, GATEWAY, SERVICE))
+    assert result.snapshot is None
+    assert control.snapshot.version == good
+    assert control.system_error == "RuntimeError: a bug"
+    assert any("internal" in p["message"] for p in control.problem_document())
