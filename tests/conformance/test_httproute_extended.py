@@ -31,7 +31,7 @@ from tests.conformance.client import (
     compare,
     send,
 )
-from tests.conformance.harness import STANDALONE, Conformance
+from tests.conformance.harness import MODES, Conformance
 from tests.conformance.manifests import key
 from tests.conformance.status import Cond
 from tests.conformance.test_httproute import (
@@ -48,7 +48,7 @@ from tests.conformance.test_httproute import (
     to,
 )
 
-pytestmark = [pytest.mark.envoy, pytest.mark.parametrize("conformance", [STANDALONE], indirect=True)]
+pytestmark = [pytest.mark.envoy, pytest.mark.parametrize("conformance", MODES, indirect=True)]
 
 
 def method(verb: str, backend: str, path: str = "/", headers: dict[str, str] | None = None) -> Case:
