@@ -46,7 +46,7 @@ from tests.fakes.kube_semantics import ApiError
 
 STARTUP_TIMEOUT = 60.0
 ENV_NETWORK = "STACKWAY_CONFORMANCE_NETWORK"
-STATUS_KINDS = {"Gateway", "HTTPRoute", "GatewayClass", "GRPCRoute"}
+STATUS_KINDS = {"Gateway", "HTTPRoute", "GatewayClass", "GRPCRoute", "TLSRoute"}
 STANDALONE = "standalone"
 CLUSTER = "cluster"
 MODES = (STANDALONE, CLUSTER)

@@ -241,14 +241,19 @@ class StatusChecker:
     # -- Routes -----------------------------------------------------------------------------------
 
     def route_parents(
-        self, namespace: str, name: str, parents: Sequence[ExpectedParent], namespace_required: bool
+        self,
+        namespace: str,
+        name: str,
+        parents: Sequence[ExpectedParent],
+        namespace_required: bool,
+        kind: str = "HTTPRoute",
     ) -> None:
         """Upstream's HTTPRouteMustHaveParents: every expected parent matches some status parent."""
 
         def check(doc: dict[str, Any]) -> str | None:
-            route = find_object(doc, "HTTPRoute", namespace, name)
+            route = find_object(doc, kind, namespace, name)
             if route is None:
-                return "HTTPRoute not in /api/status"
+                return f"{kind} not in /api/status"
             actual = (route.get("status") or {}).get("parents") or []
             for parent in actual:
                 stale = stale_conditions(route, parent.get("conditions") or [])
@@ -262,16 +267,18 @@ class StatusChecker:
                     )
             return None
 
-        self.wait(f"HTTPRoute {namespace}/{name} parents", check)
+        self.wait(f"{kind} {namespace}/{name} parents", check)
 
-    def route_condition(self, namespace: str, name: str, gateway: tuple[str, str], want: Cond) -> None:
+    def route_condition(
+        self, namespace: str, name: str, gateway: tuple[str, str], want: Cond, kind: str = "HTTPRoute"
+    ) -> None:
         """Upstream's HTTPRouteMustHaveCondition: the condition on the status parent for that Gateway."""
         gw_ns, gw_name = gateway
 
         def check(doc: dict[str, Any]) -> str | None:
-            route = find_object(doc, "HTTPRoute", namespace, name)
+            route = find_object(doc, kind, namespace, name)
             if route is None:
-                return "HTTPRoute not in /api/status"
+                return f"{kind} not in /api/status"
             seen = []
             for parent in (route.get("status") or {}).get("parents") or []:
                 stale = stale_conditions(route, parent.get("conditions") or [])
@@ -284,9 +291,9 @@ class StatusChecker:
                     seen.append(_show(parent.get("conditions") or []))
             return f"no parent for {gw_ns}/{gw_name} has {want}: {seen or 'no such parent'}"
 
-        self.wait(f"HTTPRoute {namespace}/{name} has {want}", check)
+        self.wait(f"{kind} {namespace}/{name} has {want}", check)
 
-    def route_no_accepted_parents(self, namespace: str, name: str) -> None:
+    def route_no_accepted_parents(self, namespace: str, name: str, kind: str = "HTTPRoute") -> None:
         """Upstream's HTTPRouteMustHaveNoAcceptedParents: no parents, or exactly one that is Accepted=False.
 
         An empty list only counts on the second look, as upstream's does, because "not written yet" and
@@ -296,9 +303,9 @@ class StatusChecker:
 
         def check(doc: dict[str, Any]) -> str | None:
             nonlocal seen_empty
-            route = find_object(doc, "HTTPRoute", namespace, name)
+            route = find_object(doc, kind, namespace, name)
             if route is None:
-                return "HTTPRoute not in /api/status"
+                return f"{kind} not in /api/status"
             parents = (route.get("status") or {}).get("parents") or []
             if not parents:
                 if seen_empty:
@@ -314,7 +321,7 @@ class StatusChecker:
                 return f"the parent is not Accepted=False: {_show(parents[0].get('conditions') or [])}"
             return None
 
-        self.wait(f"HTTPRoute {namespace}/{name} has no accepted parents", check)
+        self.wait(f"{kind} {namespace}/{name} has no accepted parents", check)
 
     def route_generation(self, namespace: str, name: str) -> int:
         """The route's metadata.generation as the status source reports it now."""
@@ -353,22 +360,23 @@ class StatusChecker:
         self.wait(f"HTTPRoute {namespace}/{name} observes a new generation", check)
         return generation
 
-    def route_resolved_refs(self, namespace: str, name: str, gateway: tuple[str, str]) -> None:
-        """Upstream's HTTPRouteMustHaveResolvedRefsConditionsTrue."""
-        self.route_condition(namespace, name, gateway, Cond("ResolvedRefs", "True", "ResolvedRefs"))
+    def route_resolved_refs(self, namespace: str, name: str, gateway: tuple[str, str], kind: str = "HTTPRoute") -> None:
+        """Upstream's HTTPRouteMustHaveResolvedRefsConditionsTrue (or the same for another route `kind`)."""
+        self.route_condition(namespace, name, gateway, Cond("ResolvedRefs", "True", "ResolvedRefs"), kind)
 
     def gateway_and_routes_accepted(
         self,
         gateway: tuple[str, str],
         address: str,
         routes: Sequence[tuple[str, str]] = (),
+        kind: str = "HTTPRoute",
     ) -> None:
-        """Upstream's GatewayAndHTTPRoutesMustBeAccepted: address, accepted parents, healthy listeners."""
+        """Upstream's GatewayAndHTTPRoutesMustBeAccepted (or GatewayAndTLSRoutesMustBeAccepted, by `kind`)."""
         gw_ns, gw_name = gateway
         self.gateway_address(gw_ns, gw_name, address)
         for route_ns, route_name in routes:
             parent = ExpectedParent(gw_name, gw_ns, [Cond("Accepted", "True", "Accepted")])
-            self.route_parents(route_ns, route_name, [parent], namespace_required=route_ns != gw_ns)
+            self.route_parents(route_ns, route_name, [parent], namespace_required=route_ns != gw_ns, kind=kind)
         self.gateway_listeners_conditions(gw_ns, gw_name, [Cond("ResolvedRefs"), Cond("Accepted"), Cond("Programmed")])
 
     def objects_gone(self, keys: Iterable[tuple[str, str, str]]) -> None:
