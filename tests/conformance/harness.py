@@ -369,6 +369,7 @@ class ClusterBackend:
         ("gateways", "Gateway"),
         ("httproutes", "HTTPRoute"),
         ("grpcroutes", "GRPCRoute"),
+        ("tlsroutes", "TLSRoute"),
     )
 
     def __init__(self, workdir: Path) -> None:

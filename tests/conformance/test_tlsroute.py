@@ -28,11 +28,11 @@ import pytest
 
 from stackway.demo.echo import EchoServer, start_echo
 from tests.conformance.client import Case, Expect, Request, Target, eventually
-from tests.conformance.harness import STANDALONE, Conformance
+from tests.conformance.harness import MODES, Conformance
 from tests.conformance.manifests import Doc, TLSPair, pod_name
 from tests.conformance.status import Cond
 
-pytestmark = [pytest.mark.envoy, pytest.mark.parametrize("conformance", [STANDALONE], indirect=True)]
+pytestmark = [pytest.mark.envoy, pytest.mark.parametrize("conformance", MODES, indirect=True)]
 
 INFRA = "gateway-conformance-infra"
 APP = "gateway-conformance-app-backend"

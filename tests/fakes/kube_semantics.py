@@ -55,6 +55,10 @@ DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
     ResourceType(_GW, ("v1", "v1beta1"), "Gateway", "gateways", namespaced=True, status=True, crd=True),
     ResourceType(_GW, ("v1", "v1beta1"), "HTTPRoute", "httproutes", namespaced=True, status=True, crd=True),
     ResourceType(_GW, ("v1",), "GRPCRoute", "grpcroutes", namespaced=True, status=True, crd=True),
+    ResourceType(_GW, ("v1", "v1alpha2"), "TLSRoute", "tlsroutes", namespaced=True, status=True, crd=True),
+    ResourceType(
+        _GW, ("v1", "v1alpha3"), "BackendTLSPolicy", "backendtlspolicies", namespaced=True, status=True, crd=True
+    ),
     # v1 since Gateway API v1.5 (upstream's conformance manifests use it); v1beta1 is still served
     ResourceType(_GW, ("v1", "v1beta1"), "ReferenceGrant", "referencegrants", namespaced=True, crd=True),
 )

@@ -125,6 +125,8 @@ async def test_initial_list_delivers_every_kind(api: FakeKubeApiServer, start: C
     api.create({"apiVersion": f"{GW}/v1", "kind": "Gateway", "metadata": {"name": "gw"}, "spec": {}})
     api.create(route("r1"))
     api.create({"apiVersion": f"{GW}/v1", "kind": "GRPCRoute", "metadata": {"name": "g1"}, "spec": {}})
+    api.create({"apiVersion": f"{GW}/v1", "kind": "TLSRoute", "metadata": {"name": "t1"}, "spec": {}})
+    api.create({"apiVersion": f"{GW}/v1", "kind": "BackendTLSPolicy", "metadata": {"name": "b1"}, "spec": {}})
     api.create({"apiVersion": f"{GW}/v1beta1", "kind": "ReferenceGrant", "metadata": {"name": "rg"}, "spec": {}})
     api.create({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "i"}, "spec": {}})
     api.create({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "c"}, "spec": {}})
