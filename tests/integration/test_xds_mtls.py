@@ -137,8 +137,17 @@ async def test_envoy_with_client_certificate_gets_config_over_mtls(pki: Pki, del
 async def test_envoy_with_certificate_from_another_ca_is_refused(pki: Pki) -> None:
     async with tls_server(pki) as stack:
         tls = pki.envoy_tls(client=pki.rogue)  # trusts the server, but its own certificate is from another CA
-        stats = await assert_refused(stack, EnvoyProcess("rogue-node", (HOST, stack.server.port), xds_tls=tls))
-        assert stats["cluster.xds_cluster.upstream_cx_connect_fail"] >= 3  # the handshake fails every time
+        envoy = EnvoyProcess("rogue-node", (HOST, stack.server.port), xds_tls=tls)
+        await envoy.start(wait_ready=False)
+        try:
+            # the handshake fails every time; counted once each attempt has finished, so wait for the count
+            deadline = time.monotonic() + 10
+            while (stats := await envoy_stats(envoy)).get("cluster.xds_cluster.upstream_cx_connect_fail", 0) < 3:
+                assert time.monotonic() < deadline, f"handshakes did not fail: {stats}"
+                await asyncio.sleep(0.05)
+        finally:
+            await envoy.stop()
+        await assert_refused(stack, EnvoyProcess("rogue-node", (HOST, stack.server.port), xds_tls=tls))
 
 
 async def test_plaintext_envoy_is_refused_by_tls_server(pki: Pki) -> None:
