@@ -49,7 +49,9 @@ class ClusterService:
         if config.xds_tls_dir is not None:
             d = config.xds_tls_dir
             tls = ServerTls(cert_file=d / "server.crt", key_file=d / "server.key", client_ca_file=d / "ca.crt")
-        self.service = ControlService(Options(default_address=config.address), config.xds, config.admin, xds_tls=tls)
+        self.service = ControlService(
+            Options(default_address=config.address), config.xds, config.admin, xds_tls=tls, require_envoy=False
+        )
         self.provider = KubernetesProvider(
             self._on_change, namespace=config.namespace, kubeconfig=config.kubeconfig, context=config.context
         )

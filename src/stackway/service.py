@@ -46,8 +46,15 @@ class ControlService:
     """The provider → control plane → xDS path and the admin API, started and stopped as one."""
 
     def __init__(
-        self, options: Options, xds: tuple[str, int], admin: tuple[str, int], *, xds_tls: ServerTls | None = None
+        self,
+        options: Options,
+        xds: tuple[str, int],
+        admin: tuple[str, int],
+        *,
+        xds_tls: ServerTls | None = None,
+        require_envoy: bool = True,
     ) -> None:
+        self.require_envoy = require_envoy
         self.control = ControlPlane(options=options)
         self.cache = SnapshotCache()
         self.xds = XdsServer(self.cache, *xds, tls=xds_tls)
@@ -84,7 +91,9 @@ class ControlService:
         """xDS first (Envoy's first connect succeeds), then the admin API, then the first provider state."""
         self.provider = provider
         await self.xds.start()
-        self._admin_runner = await start_admin(make_app(self.control, self.cache), *self.admin_address)
+        self._admin_runner = await start_admin(
+            make_app(self.control, self.cache, require_envoy=self.require_envoy), *self.admin_address
+        )
         await provider.start()
         self._provider_task = asyncio.create_task(provider.run())
 

@@ -77,6 +77,11 @@ async def test_serve_programs_envoy_from_the_api_and_follows_edits(tmp_path: Pat
         await service.start()
         envoy = EnvoyProcess("node-a", xds, delta=True)
         try:
+            # ready before any Envoy connects: in a cluster the Envoys find the control plane through its
+            # Service, which must not wait for them
+            admin = service.config.admin
+            async with aiohttp.ClientSession() as session, session.get(f"http://{admin[0]}:{admin[1]}/readyz") as r:
+                assert r.status == 200, await r.text()
             await envoy.start()
             await eventually(listen, "blue-0")
             # an edit through the API re-points the route

@@ -37,7 +37,11 @@ def rejected_by_envoy(xds_status: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def make_app(control: ControlPlane, xds: XdsState) -> web.Application:
+def make_app(control: ControlPlane, xds: XdsState, *, require_envoy: bool = True) -> web.Application:
+    """`require_envoy`: standalone mode is ready only once its own Envoy ACKed. In a cluster the Envoys reach
+    the control plane through its Service, so readiness must not wait for one to connect (it never would):
+    there, no Envoy connected yet counts as ready once the first configuration is built."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -45,6 +49,9 @@ def make_app(control: ControlPlane, xds: XdsState) -> web.Application:
         version = control.snapshot.version
         if xds.ready():
             return web.Response(text=f"ready: every connected Envoy has ACKed {version}\n")
+        built = bool(control.snapshot.resources)
+        if not require_envoy and built and not xds.status().get("envoys"):
+            return web.Response(text=f"ready: configuration {version} built; no Envoy connected yet\n")
         return web.Response(status=503, text=f"not ready: waiting for Envoy to ACK {version}\n")
 
     async def api_status(_: web.Request) -> web.Response:
