@@ -58,22 +58,23 @@ def resolve_backend(
     declared_h2c = port.app_protocol in H2C_APP_PROTOCOLS
     name = cluster_name(ns, ref.name, ref.port)
     policy = backend_tls(ctx).for_port(ns, ref.name, port)
-    if policy is not None:
-        return ir.Cluster(
-            name=f"{name}/h2c" if force_h2c and not declared_h2c else name,
-            # Unresolvable CA references never fall back to unverified TLS: no endpoints, so 503.
-            endpoints=_endpoints(ctx, ns, svc, port) if policy.tls is not None else (),
-            protocol="h2c" if declared_h2c or force_h2c else "http1",
-            service=(ns, ref.name, ref.port),
-            tls=policy.tls,
-        )
     return ir.Cluster(
         # A Service port used as HTTP/1 by one route and as gRPC by another needs two clusters.
         name=f"{name}/h2c" if force_h2c and not declared_h2c else name,
-        endpoints=_endpoints(ctx, ns, svc, port),
+        endpoints=_usable_endpoints(ctx, ns, svc, port),
         protocol="h2c" if declared_h2c or force_h2c else "http1",
         service=(ns, ref.name, ref.port),
+        tls=policy.tls if policy is not None else None,
     )
+
+
+def _usable_endpoints(ctx: Context, ns: str, svc: Service, port: ServicePort) -> tuple[ir.Endpoint, ...]:
+    """The port's ready endpoints, or none when a BackendTLSPolicy targets it but its CA does not resolve:
+    such a backend answers 503 rather than ever being reached over unverified TLS or plaintext."""
+    policy = backend_tls(ctx).for_port(ns, svc.metadata.name, port)
+    if policy is not None and policy.tls is None:
+        return ()
+    return _endpoints(ctx, ns, svc, port)
 
 
 def backend_tls(ctx: Context) -> BackendTLS:
@@ -93,10 +94,7 @@ def refresh_endpoints(ctx: Context, cluster: ir.Cluster) -> ir.Cluster:
     port = svc.port(number) if svc is not None else None
     if svc is None or port is None:
         return dataclasses.replace(cluster, endpoints=())
-    policy = backend_tls(ctx).for_port(ns, name, port)
-    if policy is not None and policy.tls is None:
-        return dataclasses.replace(cluster, endpoints=())
-    return dataclasses.replace(cluster, endpoints=_endpoints(ctx, ns, svc, port))
+    return dataclasses.replace(cluster, endpoints=_usable_endpoints(ctx, ns, svc, port))
 
 
 def _endpoints(ctx: Context, ns: str, svc: Service, port: ServicePort) -> tuple[ir.Endpoint, ...]:
