@@ -118,6 +118,7 @@ class ControlPlane:
         previous, self._objects = self._objects, dict(objects)
         resources, self.store_problems = self.store.update(objects)
         self.resources = resources
+        services: set[tuple[str, str]] | None = None  # set: only EndpointSlices changed, of these Services
         if (
             self._ir is not None
             and self.system_error is None
@@ -125,8 +126,9 @@ class ControlPlane:
             and all((k.group, k.kind) == ENDPOINT_SLICE for k in changed)
         ):
             services = {(k.namespace, n) for k in changed for n in _slice_services(k, previous, objects)}
-            return self._endpoints_only(resources, services, started)
         try:
+            if services is not None:
+                return self._endpoints_only(resources, services, started)
             result = translate(resources, self.options)
             snapshot = build_snapshot(result.ir)
         except Exception as exc:  # whatever went wrong, the last good config keeps serving
