@@ -77,3 +77,11 @@ def test_certgen_writes_files_once_and_prints_secrets(tmp_path: Path) -> None:
     assert {s["type"] for s in secrets} == {"kubernetes.io/tls"}
     assert {s["metadata"]["namespace"] for s in secrets} == {"gw"}
     assert runner.invoke(app, ["certgen"]).exit_code == 2
+
+
+def test_serve_refuses_an_incomplete_tls_directory(tmp_path: Path) -> None:
+    (tmp_path / "server.crt").write_text("x")
+    result = runner.invoke(app, ["serve", "--xds-tls-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "server.key" in result.output
+    assert "ca.crt" in result.output
