@@ -1,0 +1,1 @@
+"""OpenStack integration: narrow clients at the edge, pure planners, idempotent actuators."""
