@@ -27,6 +27,8 @@ class ObjectMeta(Model):
     generation: int = 1
     creation_timestamp: str = ""
     uid: str = ""
+    deletion_timestamp: str | None = None
+    finalizers: tuple[str, ...] = ()
 
 
 class LabelSelectorRequirement(Model):

@@ -24,6 +24,7 @@ KINDS: dict[tuple[str, str], tuple[type[BaseModel], frozenset[str]]] = {
     ("", "Service"): (core.Service, frozenset({"v1"})),
     ("", "Secret"): (core.Secret, frozenset({"v1"})),
     ("", "ConfigMap"): (core.ConfigMap, frozenset({"v1"})),
+    ("", "Node"): (core.Node, frozenset({"v1"})),
     ("discovery.k8s.io", "EndpointSlice"): (core.EndpointSlice, frozenset({"discovery.k8s.io/v1"})),
     ("networking.k8s.io", "Ingress"): (networking.Ingress, frozenset({"networking.k8s.io/v1"})),
     ("networking.k8s.io", "IngressClass"): (networking.IngressClass, frozenset({"networking.k8s.io/v1"})),

@@ -1,4 +1,4 @@
-"""Core Kubernetes kinds the gateway reads: Namespace, Service, EndpointSlice, Secret."""
+"""Core Kubernetes kinds stackway reads: Namespace, Service, EndpointSlice, Secret, ConfigMap, Node."""
 
 from __future__ import annotations
 
@@ -37,6 +37,11 @@ class ServiceSpec(Model):
     cluster_ip: str | None = Field(default=None, alias="clusterIP")
     external_name: str | None = None
     selector: dict[str, str] | None = None
+    load_balancer_ip: str | None = Field(default=None, alias="loadBalancerIP")
+    load_balancer_source_ranges: tuple[str, ...] = ()
+    load_balancer_class: str | None = None
+    external_traffic_policy: str | None = None
+    health_check_node_port: int | None = None
 
 
 class Service(Model):
@@ -104,3 +109,46 @@ class Secret(Model):
 class ConfigMap(Model):
     metadata: ObjectMeta
     data: dict[str, str] = Field(default_factory=dict)
+
+
+class NodeAddress(Model):
+    type: str
+    address: str
+
+
+class NodeCondition(Model):
+    type: str
+    status: str
+
+
+class NodeSpec(Model):
+    provider_id: str | None = Field(default=None, alias="providerID")
+    unschedulable: bool = False
+
+
+class NodeStatus(Model):
+    addresses: tuple[NodeAddress, ...] = ()
+    conditions: tuple[NodeCondition, ...] = ()
+
+
+class Node(Model):
+    """A cluster node: load-balancer members are its InternalIP on the Service's nodePorts."""
+
+    metadata: ObjectMeta
+    spec: NodeSpec = NodeSpec()
+    status: NodeStatus = NodeStatus()
+
+    def address(self, kind: str = "InternalIP") -> str | None:
+        return next((a.address for a in self.status.addresses if a.type == kind), None)
+
+    @property
+    def server_id(self) -> str | None:
+        """The Nova server ID from ``openstack:///<id>`` (OCCM also writes ``openstack://<region>/<id>``)."""
+        pid = self.spec.provider_id or ""
+        if not pid.startswith("openstack://"):
+            return None
+        return pid.rsplit("/", 1)[-1] or None
+
+    @property
+    def ready(self) -> bool:
+        return any(c.type == "Ready" and c.status == "True" for c in self.status.conditions)
