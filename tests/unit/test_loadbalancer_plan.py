@@ -70,7 +70,8 @@ def test_plan_one_listener_per_port_members_on_node_ports() -> None:
         ("n1", "10.0.0.1", 30080),
         ("n2", "10.0.0.2", 30080),
     ]
-    assert spec.floating_ip.wanted and spec.floating_ip.network_id == "ext-1"
+    assert spec.floating_ip.wanted
+    assert spec.floating_ip.network_id == "ext-1"
     body = spec.create_body()
     assert body["vip_subnet_id"] == "sub-1"
     assert body["listeners"][1]["default_pool"]["members"][0]["protocol_port"] == 30053
@@ -95,12 +96,16 @@ def test_annotations_shape_listeners_pools_and_monitors() -> None:
     ).spec
     assert spec is not None
     tcp, udp = spec.listeners
-    assert tcp.connection_limit == 100 and tcp.timeout_client_data == 60000
+    assert tcp.connection_limit == 100
+    assert tcp.timeout_client_data == 60000
     assert tcp.allowed_cidrs == ("10.0.0.0/8", "192.168.0.0/16")
     assert tcp.pool.lb_algorithm == "LEAST_CONNECTIONS"
     assert [m.name for m in tcp.pool.members] == ["a"]
-    assert tcp.pool.monitor is not None and tcp.pool.monitor.type == "TCP" and tcp.pool.monitor.delay == 7
-    assert udp.pool.monitor is not None and udp.pool.monitor.type == "UDP-CONNECT"
+    assert tcp.pool.monitor is not None
+    assert tcp.pool.monitor.type == "TCP"
+    assert tcp.pool.monitor.delay == 7
+    assert udp.pool.monitor is not None
+    assert udp.pool.monitor.type == "UDP-CONNECT"
     assert not spec.floating_ip.wanted
 
 
@@ -109,14 +114,16 @@ def test_local_traffic_policy_monitors_health_check_node_port() -> None:
     spec = plan(svc, NODES, CONFIG).spec
     assert spec is not None
     monitor = spec.listeners[0].pool.monitor
-    assert monitor is not None and (monitor.type, monitor.url_path, monitor.http_method) == ("HTTP", "/healthz", "GET")
+    assert monitor is not None
+    assert (monitor.type, monitor.url_path, monitor.http_method) == ("HTTP", "/healthz", "GET")
     assert {m.monitor_port for m in spec.listeners[0].pool.members} == {32000}
 
 
 def test_proxy_protocol_and_x_forwarded_for() -> None:
     svc = service({ann.PROXY_PROTOCOL: "v2"}, ports=[{"port": 443, "nodePort": 30443}])
     spec = plan(svc, NODES, CONFIG).spec
-    assert spec is not None and spec.listeners[0].pool.protocol == "PROXYV2"
+    assert spec is not None
+    assert spec.listeners[0].pool.protocol == "PROXYV2"
     svc = service({ann.X_FORWARDED_FOR: "true"}, ports=[{"port": 80, "nodePort": 30080}])
     spec = plan(svc, NODES, CONFIG).spec
     assert spec is not None
@@ -195,13 +202,15 @@ def test_new_lb_is_one_fully_populated_create() -> None:
     spec = plan(service(), NODES, CONFIG).spec
     assert spec is not None
     (step,) = steps(spec, None)
-    assert step.action == "create_load_balancer" and len(step.body["listeners"]) == 2
+    assert step.action == "create_load_balancer"
+    assert len(step.body["listeners"]) == 2
 
 
 def test_node_joining_is_one_batch_member_update_per_pool() -> None:
     before = plan(service(), NODES, CONFIG).spec
     after = plan(service(), [*NODES, node("n4", "10.0.0.4")], CONFIG).spec
-    assert before is not None and after is not None
+    assert before is not None
+    assert after is not None
     todo = steps(after, observed_from(before.create_body()))
     assert [(s.action, s.target) for s in todo] == [("replace_members", "pool-0"), ("replace_members", "pool-1")]
     assert len(todo[0].body["members"]) == 3
@@ -214,7 +223,8 @@ def test_changed_options_update_in_place_and_new_port_adds_listener() -> None:
         ports=[{"port": 80, "nodePort": 30080}, {"port": 8443, "nodePort": 30443}],
     )
     after = plan(svc, NODES, CONFIG).spec
-    assert before is not None and after is not None
+    assert before is not None
+    assert after is not None
     todo = [(s.action, s.name) for s in steps(after, observed_from(before.create_body()))]
     lb = after.name
     assert todo == [
