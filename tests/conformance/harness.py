@@ -38,6 +38,7 @@ from typing import Any, Protocol, TypeVar
 from stackway.cluster import ClusterConfig, ClusterService
 from stackway.dataplane.envoy import EnvoyProcess
 from stackway.demo.echo import EchoServer, start_echo
+from stackway.demo.grpcecho import GrpcEchoServer, start_grpc_echo
 from tests.conformance import manifests as m
 from tests.conformance.client import Target
 from tests.conformance.status import StatusChecker, StatusTimeout
@@ -108,13 +109,17 @@ class RequestLog:
 
 
 class EchoPool:
-    """Echo backends on an asyncio loop of their own thread, so synchronous tests can start and stop them."""
+    """Echo backends on an asyncio loop of their own thread, so synchronous tests can start and stop them.
+
+    A pod of a gRPC echo Deployment gets a gRPC echo (h2c) instead of the HTTP one; both kinds report the
+    pod and namespace they stand for, so route checks can tell which pod answered.
+    """
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="echo-backends", daemon=True)
         self._thread.start()
-        self.servers: dict[str, EchoServer] = {}
+        self.servers: dict[str, EchoServer | GrpcEchoServer] = {}
         self.log = RequestLog()
 
     def start(self, pods: Iterable[m.EchoPod]) -> dict[str, int]:
@@ -122,11 +127,15 @@ class EchoPool:
         for pod in pods:
             if pod.pod in self.servers:
                 continue
-            future = asyncio.run_coroutine_threadsafe(
-                start_echo("127.0.0.1", 0, pod.pod, pod.namespace, pod.deployment), self._loop
-            )
-            server = future.result(timeout=10)
-            self.log.attach(server, pod)
+            if pod.protocol == m.GRPC:
+                coro: Coroutine[Any, Any, EchoServer | GrpcEchoServer] = start_grpc_echo(
+                    "127.0.0.1", 0, pod.pod, pod.namespace, pod.deployment
+                )
+            else:
+                coro = start_echo("127.0.0.1", 0, pod.pod, pod.namespace, pod.deployment)
+            server = asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+            if isinstance(server, EchoServer):
+                self.log.attach(server, pod)
             self.servers[pod.pod] = server
         return self.ports()
 

@@ -8,7 +8,8 @@ there is no cluster, so this module provides the same facts as plain objects:
 * every Gateway gets its own loopback address (`spec.addresses`, DESIGN 2.2), since the base Gateways all
   listen on ports 80 and 443; `AddressBook` remembers which Gateway has which address;
 * echo-basic Deployments become `EchoPod`s (pod names `<deployment>-<hash>-<suffix>`, as upstream's
-  pod-prefix checks expect) that the harness starts as local echo backends;
+  pod-prefix checks expect) that the harness starts as local echo backends: HTTP ones, or gRPC ones for
+  Deployments that set `GRPC_ECHO_SERVER`;
 * every Service with a selector gets one EndpointSlice per selected echo pod (all pods share 127.0.0.1, so
   each has its own port, and EndpointSlice ports are per slice), ports named as the Service's ports;
 * the TLS Secrets the manifests reference are generated self-signed, with the SANs upstream uses.
@@ -55,10 +56,15 @@ SECRET_SANS: Mapping[tuple[str, str], tuple[str, ...]] = {
     ("gateway-conformance-infra", "tls-checks-certificate"): ("abc.example.com",),
 }
 
-#: Environment variables that make echo-basic something other than a plain HTTP echo (gRPC, raw TCP, or
-#: HTTPS only on the Service's target port). Those Deployments are not emulated: no HTTPRoute core test
-#: sends them traffic, and an HTTP/1.1 echo in their place would be a different server.
-_NOT_HTTP_ECHO_ENV = {"GRPC_ECHO_SERVER", "TCP_ECHO_SERVER", "TLS_SERVER_CERT"}
+#: Environment variables that make echo-basic something other than an HTTP or gRPC echo (raw TCP, or HTTPS
+#: only on the Service's target port). Those Deployments are not emulated by the harness: the tests that
+#: send them traffic start servers of the right kind themselves, since an HTTP/1.1 echo in their place would
+#: be a different server.
+_NOT_EMULATED_ENV = {"TCP_ECHO_SERVER", "TLS_SERVER_CERT"}
+#: echo-basic serves the gRPC echo service instead of HTTP when this is set.
+_GRPC_ENV = "GRPC_ECHO_SERVER"
+HTTP = "http"
+GRPC = "grpc"
 
 
 def repo_root() -> Path:
@@ -144,12 +150,13 @@ def assign_addresses(docs: Iterable[Doc], book: AddressBook) -> list[Doc]:
 
 @dataclass(frozen=True)
 class EchoPod:
-    """One replica of an echo-basic Deployment, to be served by a local echo backend."""
+    """One replica of an echo-basic Deployment, to be served by a local echo backend (HTTP or GRPC)."""
 
     namespace: str
     deployment: str
     pod: str
     labels: tuple[tuple[str, str], ...]
+    protocol: str = HTTP
 
 
 def pod_name(namespace: str, deployment: str, replica: int) -> str:
@@ -158,28 +165,32 @@ def pod_name(namespace: str, deployment: str, replica: int) -> str:
     return f"{deployment}-{digest[:9]}-{digest[9 + replica * 5 : 14 + replica * 5]}"
 
 
-def _is_http_echo(deployment: Doc) -> bool:
+def _echo_protocol(deployment: Doc) -> str | None:
+    """HTTP or GRPC for an echo-basic Deployment the harness emulates, None for anything else."""
     containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
     if len(containers) != 1:
-        return False
+        return None
     container = containers[0]
     if not str(container.get("image", "")).startswith(ECHO_IMAGE):
-        return False
+        return None
     env = {e.get("name") for e in container.get("env") or []}
-    return not env & _NOT_HTTP_ECHO_ENV
+    if env & _NOT_EMULATED_ENV:
+        return None
+    return GRPC if _GRPC_ENV in env else HTTP
 
 
 def echo_pods(docs: Iterable[Doc]) -> list[EchoPod]:
-    """The pods of every plain HTTP echo-basic Deployment (`replicas`, default 1)."""
+    """The pods of every plain HTTP or gRPC echo-basic Deployment (`replicas`, default 1)."""
     pods = []
     for doc in docs:
-        if doc.get("kind") != "Deployment" or not _is_http_echo(doc):
+        protocol = _echo_protocol(doc) if doc.get("kind") == "Deployment" else None
+        if protocol is None:
             continue
         _, ns, name = key(doc)
         spec = doc.get("spec") or {}
         labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
         for replica in range(int(spec.get("replicas", 1))):
-            pods.append(EchoPod(ns, name, pod_name(ns, name, replica), tuple(sorted(labels.items()))))
+            pods.append(EchoPod(ns, name, pod_name(ns, name, replica), tuple(sorted(labels.items())), protocol))
     return pods
 
 

@@ -38,7 +38,8 @@ class Cond:
 
 @dataclass(frozen=True)
 class ExpectedParent:
-    """Upstream's RouteParentStatus expectation. `namespace=None` expects the parentRef to have none."""
+    """Upstream's RouteParentStatus expectation. `namespace=None` expects the parentRef to have none;
+    a `section_name` must match the status parent's (upstream's NewGatewayRef with listener names)."""
 
     name: str
     namespace: str | None
@@ -46,6 +47,7 @@ class ExpectedParent:
     group: str = GATEWAY_GROUP
     kind: str = "Gateway"
     controller: str = CONTROLLER_NAME
+    section_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ def parent_matches(actual: Mapping[str, Any], want: ExpectedParent, namespace_re
         return f"parentRef.kind {ref.get('kind')!r} (the API server would default it to {want.kind!r})"
     if ref.get("name") != want.name:
         return f"parentRef.name {ref.get('name')!r}"
+    if want.section_name is not None and ref.get("sectionName") != want.section_name:
+        return f"parentRef.sectionName {ref.get('sectionName')!r}, expected {want.section_name!r}"
     if ref.get("namespace") != want.namespace and (namespace_required or ref.get("namespace") is not None):
         return f"parentRef.namespace {ref.get('namespace')!r}, expected {want.namespace!r}"
     missing = [str(c) for c in want.conditions if not condition_matches(actual.get("conditions") or [], c)]

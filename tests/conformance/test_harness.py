@@ -101,7 +101,7 @@ def test_address_book_refuses_non_loopback_networks() -> None:
         m.AddressBook(network=ipaddress.IPv4Network("10.0.0.0/24"))
 
 
-def test_echo_pods_follow_http_echo_deployments_and_replicas(base_docs: list[m.Doc]) -> None:
+def test_echo_pods_follow_http_and_grpc_echo_deployments_and_replicas(base_docs: list[m.Doc]) -> None:
     pods = m.echo_pods(base_docs)
     by_deployment: dict[tuple[str, str], list[str]] = {}
     for pod in pods:
@@ -113,7 +113,14 @@ def test_echo_pods_follow_http_echo_deployments_and_replicas(base_docs: list[m.D
         ("gateway-conformance-app-backend", "app-backend-v1"),
         ("gateway-conformance-app-backend", "app-backend-v2"),
         ("gateway-conformance-web-backend", "web-backend"),
-    }  # gRPC, TCP, TLS-only echoes and coredns are not plain HTTP echoes
+        (m.INFRA_NS, "grpc-infra-backend-v1"),
+        (m.INFRA_NS, "grpc-infra-backend-v2"),
+        (m.INFRA_NS, "grpc-infra-backend-v3"),
+    }  # TCP and TLS-only echoes and coredns are started by the tests that need them, or not at all
+    protocols = {(p.deployment, p.protocol) for p in pods}
+    assert ("grpc-infra-backend-v2", m.GRPC) in protocols
+    assert ("infra-backend-v2", m.HTTP) in protocols
+    assert len(by_deployment[(m.INFRA_NS, "grpc-infra-backend-v3")]) == 2
     assert len(by_deployment[(m.INFRA_NS, "infra-backend-v1")]) == 2
     assert len(by_deployment[(m.INFRA_NS, "infra-backend-v3")]) == 1
     names = [p.pod for p in pods]
@@ -144,7 +151,10 @@ def test_endpoint_slices_link_services_to_each_selected_pod(base_docs: list[m.Do
     names = [(s["metadata"]["namespace"], s["metadata"]["name"]) for s in slices]
     assert len(set(names)) == len(names)
     services = {s["metadata"]["labels"]["kubernetes.io/service-name"] for s in slices}
-    assert "grpc-infra-backend-v1" not in services  # not emulated
+    grpc_v1 = [s for s in slices if s["metadata"]["labels"]["kubernetes.io/service-name"] == "grpc-infra-backend-v1"]
+    assert len(grpc_v1) == 2  # the gRPC echo pods, on the Service's unnamed port
+    assert [p["name"] for p in grpc_v1[0]["ports"]] == [""]
+    assert "tls-backend" not in services  # TLS-only echoes are started by the TLS tests themselves
     assert "coredns" not in services
 
 
@@ -205,7 +215,7 @@ def test_prepared_directory_objects_are_unique(upstream: Path, tmp_path: Path) -
     keys = [m.key(d) for d in [*base, *test]]
     assert len(keys) == len(set(keys))
     kinds = Counter(k[0] for k in keys)
-    assert kinds["EndpointSlice"] == 11 + 2 + 4  # 11 echo pods' Services, headless (2 pods), 4 declared manual
+    assert kinds["EndpointSlice"] == 11 + 6 + 2 + 4  # 11 HTTP and 6 gRPC echo pods, headless (2 pods), 4 manual
     assert kinds["Secret"] == 5
     assert ("EndpointSlice", m.INFRA_NS, "manual-endpointslices-ip4") in keys
 
