@@ -18,6 +18,7 @@ import yaml
 from rich.console import Console
 
 from stackway.controlplane import ControlPlane
+from stackway.openstack.loadbalancer.cli import lb_app
 from stackway.translate import Options
 from stackway.xds.build import snapshot_as_data
 
@@ -30,6 +31,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
+app.add_typer(lb_app, name="lb")
 err = Console(stderr=True)
 
 DirArg = Annotated[

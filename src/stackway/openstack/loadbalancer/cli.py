@@ -1,0 +1,259 @@
+"""`stackway lb`: what each LoadBalancer Service maps to in Octavia, what would change, and making it so.
+
+Every command reads Services and Nodes from a directory of manifests (the same loading path as `stackway up`)
+and talks to the cloud named by ``--os-cloud`` in clouds.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from stackway.openstack.clients.connection import connect
+from stackway.openstack.clients.errors import OpenStackError
+from stackway.openstack.clients.loadbalancer import OctaviaClient
+from stackway.openstack.clients.network import NeutronClient
+from stackway.openstack.loadbalancer import names
+from stackway.openstack.loadbalancer.actuator import Actuator, LoadBalancerError
+from stackway.openstack.loadbalancer.config import LBConfig
+from stackway.openstack.loadbalancer.controller import LBStatus, LoadBalancerController
+from stackway.openstack.loadbalancer.diff import steps
+from stackway.openstack.loadbalancer.orphans import collect, find_orphans
+from stackway.openstack.loadbalancer.plan import plan, wants_load_balancer
+from stackway.providers.files import load_directory
+from stackway.resources.catalog import parse
+from stackway.resources.core import Node, Service
+
+lb_app = typer.Typer(
+    help=(
+        "Octavia load balancers for Services of type LoadBalancer (OCCM-compatible names and annotations).\n\n"
+        "[bold]plan DIR[/bold]: what would be created or changed, without changing anything.\n\n"
+        "[bold]apply DIR[/bold]: create/update every LB and wait until ACTIVE, with progress.\n\n"
+        "[bold]list DIR[/bold]: this cluster's LBs, their state and address, and orphans.\n\n"
+        "[bold]gc DIR[/bold]: delete LBs whose Service is gone (--dry-run only lists them).\n\n"
+        "Credentials come from clouds.yaml: --os-cloud NAME or OS_CLOUD."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+out = Console()
+err = Console(stderr=True)
+
+DirArg = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Directory of Kubernetes manifests.")]
+Cloud = Annotated[str | None, typer.Option("--os-cloud", envvar="OS_CLOUD", help="Cloud name in clouds.yaml.")]
+Cluster = Annotated[str, typer.Option("--cluster-name", help="Goes into LB names, as OCCM's --cluster-name.")]
+Subnet = Annotated[str | None, typer.Option("--subnet-id", help="Default VIP subnet (annotation subnet-id wins).")]
+FloatNet = Annotated[
+    str | None, typer.Option("--floating-network-id", help="Default external network for floating IPs.")
+]
+Provider = Annotated[str | None, typer.Option("--lb-provider", help="Octavia provider (default: the cloud's).")]
+Monitor = Annotated[bool, typer.Option("--create-monitor", help="Health monitors by default (OCCM create-monitor).")]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    services: list[Service]
+    nodes: list[Node]
+
+
+def read_inputs(directory: Path) -> Inputs:
+    """Services and Nodes of a manifest directory; a file that does not parse is an error, not skipped."""
+    result = load_directory(directory)
+    for problem in result.problems:
+        err.print(f"[red]{problem}[/red]")
+    services, nodes = [], []
+    for raw in result.objects.values():
+        if raw.key.group != "" or raw.key.kind not in ("Service", "Node"):
+            continue
+        model = parse(raw)
+        if isinstance(model, Service):
+            services.append(model)
+        elif isinstance(model, Node):
+            nodes.append(model)
+        else:
+            err.print(f"[red]{raw.key.kind} {raw.key.namespace}/{raw.key.name}: {model}[/red]")
+    return Inputs(services, nodes)
+
+
+def make_actuator(cloud: str | None, **kwargs: object) -> Actuator:
+    try:
+        conn = connect(cloud)
+    except OpenStackError as exc:
+        err.print(f"[red]cannot use cloud {cloud or os.environ.get('OS_CLOUD') or '(default)'}: {exc}[/red]")
+        raise typer.Exit(2) from exc
+    return Actuator(OctaviaClient(conn.load_balancer), NeutronClient(conn.network), **kwargs)  # type: ignore[arg-type]
+
+
+def _config(cluster: str, subnet: str | None, floating: str | None, provider: str | None, monitor: bool) -> LBConfig:
+    return LBConfig(
+        cluster_name=cluster,
+        subnet_id=subnet,
+        floating_network_id=floating,
+        lb_provider=provider,
+        create_monitor=monitor,
+    )
+
+
+@lb_app.command("plan")
+def plan_command(
+    directory: DirArg,
+    cloud: Cloud = None,
+    cluster_name: Cluster = "kubernetes",
+    subnet_id: Subnet = None,
+    floating_network_id: FloatNet = None,
+    lb_provider: Provider = None,
+    create_monitor: Monitor = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Only check the Services; do not read Octavia.")] = False,
+) -> None:
+    """Show, per Service, the problems that block it or the Octavia calls that would bring it in line."""
+    config = _config(cluster_name, subnet_id, floating_network_id, lb_provider, create_monitor)
+    inputs = read_inputs(directory)
+    actuator = None if offline else make_actuator(cloud)
+    failed = False
+    for svc in sorted(inputs.services, key=lambda s: (s.metadata.namespace, s.metadata.name)):
+        if not wants_load_balancer(svc):
+            continue
+        ref = f"{svc.metadata.namespace}/{svc.metadata.name}"
+        result = plan(svc, inputs.nodes, config)
+        if result.spec is None:
+            failed = True
+            out.print(f"[bold]{ref}[/bold]: [red]left as it is[/red]")
+            for problem in result.problems:
+                out.print(f"  [red]✗[/red] {problem}")
+            continue
+        spec = result.spec
+        out.print(f"[bold]{ref}[/bold] → {spec.name}")
+        for warning in spec.warnings:
+            out.print(f"  [yellow]![/yellow] {warning}")
+        if actuator is None:
+            for listener in spec.listeners:
+                out.print(
+                    f"  {listener.protocol}/{listener.protocol_port} → {listener.pool.protocol} pool, "
+                    f"{len(listener.pool.members)} members" + (", monitor" if listener.pool.monitor else "")
+                )
+            continue
+        try:
+            lb = actuator.find(spec.name, spec.existing_id)
+            todo = steps(spec, actuator.observe(lb) if lb else None)
+        except (OpenStackError, LoadBalancerError) as exc:
+            failed = True
+            out.print(f"  [red]✗[/red] {exc}")
+            continue
+        if lb is not None:
+            out.print(f"  exists: {lb['id']} {lb.get('provisioning_status')} vip {lb.get('vip_address')}")
+        for step in todo:
+            out.print(f"  [cyan]→[/cyan] {step.describe()}")
+        if not todo:
+            out.print("  [green]✓[/green] up to date")
+    raise typer.Exit(1 if failed else 0)
+
+
+STATE_STYLE = {"Active": "green", "Pending": "yellow", "Deleting": "yellow", "Invalid": "red", "Error": "red"}
+
+
+def _table(statuses: dict[str, LBStatus], progress: dict[str, str], started: float) -> Table:
+    table = Table(title=f"load balancers ({time.monotonic() - started:.1f} s)")
+    for column in ("Service", "state", "Octavia", "address", "message"):
+        table.add_column(column)
+    for ref in sorted(statuses):
+        st = statuses[ref]
+        style = STATE_STYLE.get(st.state, "white")
+        octavia = progress.get(st.lb_name, "")
+        address = st.ingress_hostname or st.ingress_ip or ""
+        table.add_row(ref, f"[{style}]{st.state}[/{style}]", octavia, address, st.message[:80])
+    return table
+
+
+@lb_app.command("apply")
+def apply_command(
+    directory: DirArg,
+    cloud: Cloud = None,
+    cluster_name: Cluster = "kubernetes",
+    subnet_id: Subnet = None,
+    floating_network_id: FloatNet = None,
+    lb_provider: Provider = None,
+    create_monitor: Monitor = False,
+    gc: Annotated[bool, typer.Option("--gc", help="Also delete this cluster's LBs whose Service is gone.")] = False,
+    workers: Annotated[int, typer.Option(help="Services reconciled in parallel.")] = 8,
+) -> None:
+    """Create or update every LoadBalancer Service's LB and wait until each is ACTIVE, showing progress."""
+    config = _config(cluster_name, subnet_id, floating_network_id, lb_provider, create_monitor)
+    inputs = read_inputs(directory)
+    progress: dict[str, str] = {}
+    actuator = make_actuator(cloud, progress=progress.__setitem__)
+    statuses: dict[str, LBStatus] = {}
+    controller = LoadBalancerController(
+        actuator, config, workers=workers, on_status=lambda key, st: statuses.__setitem__("/".join(key), st)
+    )
+    started = time.monotonic()
+    try:
+        controller.update(inputs.services, inputs.nodes)
+        with Live(_table(statuses, progress, started), console=out, refresh_per_second=4, transient=False) as live:
+            while not controller.wait_idle(timeout=0.25):
+                live.update(_table(statuses, progress, started))
+            live.update(_table(statuses, progress, started))
+        if gc:
+            live_services = {(s.metadata.namespace, s.metadata.name) for s in inputs.services if wants_load_balancer(s)}
+            for orphan in collect(actuator, cluster_name, live_services, dry_run=False):
+                out.print(f"deleted orphan {orphan.name} ({orphan.namespace}/{orphan.service} is gone)")
+    finally:
+        controller.close()
+    bad = [ref for ref, st in statuses.items() if st.state != "Active"]
+    raise typer.Exit(1 if bad else 0)
+
+
+@lb_app.command("list")
+def list_command(directory: DirArg, cloud: Cloud = None, cluster_name: Cluster = "kubernetes") -> None:
+    """This cluster's Octavia LBs, the Service each belongs to, and whether that Service still exists."""
+    inputs = read_inputs(directory)
+    live = {(s.metadata.namespace, s.metadata.name) for s in inputs.services if wants_load_balancer(s)}
+    actuator = make_actuator(cloud)
+    table = Table()
+    for column in ("Service", "load balancer", "id", "state", "operating", "VIP", "floating IP"):
+        table.add_column(column)
+    for lb in sorted(actuator.octavia.list_load_balancers(), key=lambda lb: str(lb.get("name"))):
+        owner = names.service_of(str(lb.get("name") or ""), cluster_name)
+        if owner is None:
+            continue
+        ref = "/".join(owner) + ("" if owner in live else " [red](gone)[/red]")
+        fips = actuator.neutron.list_floating_ips(port_id=lb["vip_port_id"]) if lb.get("vip_port_id") else []
+        table.add_row(
+            ref,
+            str(lb["name"]),
+            str(lb["id"]),
+            str(lb.get("provisioning_status")),
+            str(lb.get("operating_status")),
+            str(lb.get("vip_address")),
+            ", ".join(str(f["floating_ip_address"]) for f in fips),
+        )
+    out.print(table)
+
+
+@lb_app.command("gc")
+def gc_command(
+    directory: DirArg,
+    cloud: Cloud = None,
+    cluster_name: Cluster = "kubernetes",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be deleted.")] = False,
+) -> None:
+    """Delete this cluster's LBs (tagged and named as stackway/OCCM make them) whose Service is gone."""
+    inputs = read_inputs(directory)
+    live = {(s.metadata.namespace, s.metadata.name) for s in inputs.services if wants_load_balancer(s)}
+    actuator = make_actuator(cloud)
+    if dry_run:
+        orphans = find_orphans(actuator.octavia, cluster_name, live)
+    else:
+        orphans = collect(actuator, cluster_name, live, dry_run=False)
+    verb = "would delete" if dry_run else "deleted"
+    for orphan in orphans:
+        out.print(f"{verb} {orphan.name} ({orphan.lb['id']}): Service {orphan.namespace}/{orphan.service} is gone")
+    if not orphans:
+        out.print("no orphaned load balancers")

@@ -1,0 +1,210 @@
+"""Keep every LoadBalancer Service's Octavia load balancer in line with the Service, concurrently.
+
+The controller owns no watch: a provider (the files watcher, the Kubernetes watch, the CLI's one-shot read)
+hands it the current Services and Nodes, and it reconciles only those whose plan changed since the last
+success — a Service whose LB is already right costs no API call. Each Service reconciles on one thread of a
+pool at a time (Octavia serializes per LB anyway); different Services proceed in parallel.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from stackway.openstack.clients.errors import OpenStackError
+from stackway.openstack.loadbalancer import names
+from stackway.openstack.loadbalancer.actuator import Actuator, LoadBalancerError, StillPending
+from stackway.openstack.loadbalancer.config import LBConfig
+from stackway.openstack.loadbalancer.plan import Plan, plan, wants_load_balancer
+from stackway.openstack.loadbalancer.spec import FloatingIPSpec, LoadBalancerSpec
+from stackway.resources.core import Node, Service
+
+log = structlog.get_logger("stackway.loadbalancer")
+
+ServiceKey = tuple[str, str]
+FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
+
+
+@dataclass(frozen=True)
+class LBStatus:
+    """What the Service shows: ``ingress`` goes to status.loadBalancer, the rest to conditions and Events."""
+
+    state: str  # Pending | Active | Invalid | Error | Deleting | Deleted
+    lb_name: str
+    lb_id: str | None = None
+    ingress_ip: str | None = None
+    ingress_hostname: str | None = None
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    steps: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Entry:
+    spec: LoadBalancerSpec | None = None
+    applied: LoadBalancerSpec | None = None
+    future: Future[None] | None = None
+    status: LBStatus | None = None
+    again: bool = False
+    deleted: bool = False
+    floating: FloatingIPSpec = field(default_factory=lambda: FloatingIPSpec(wanted=False))
+
+
+class LoadBalancerController:
+    def __init__(
+        self,
+        actuator: Actuator,
+        config: LBConfig,
+        *,
+        workers: int = 8,
+        on_status: Callable[[ServiceKey, LBStatus], None] | None = None,
+    ) -> None:
+        self.actuator = actuator
+        self.config = config
+        self.on_status = on_status or (lambda _key, _status: None)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lb")
+        self._lock = threading.Lock()
+        self._entries: dict[ServiceKey, _Entry] = {}
+
+    # ---- input -------------------------------------------------------------------------------------
+
+    def update(self, services: Iterable[Service], nodes: Iterable[Node]) -> None:
+        """The whole current picture: start work for what changed, delete LBs of Services that are gone."""
+        node_list = list(nodes)
+        current: dict[ServiceKey, Service] = {}
+        for svc in services:
+            if wants_load_balancer(svc):
+                current[(svc.metadata.namespace, svc.metadata.name)] = svc
+        with self._lock:
+            for key, svc in current.items():
+                if svc.metadata.deletion_timestamp:
+                    self._schedule_delete(key)
+                    continue
+                self._schedule_plan(key, plan(svc, node_list, self.config))
+            for key in [k for k, e in self._entries.items() if k not in current and not e.deleted]:
+                self._schedule_delete(key)
+
+    def _schedule_plan(self, key: ServiceKey, result: Plan) -> None:
+        entry = self._entries.setdefault(key, _Entry())
+        entry.deleted = False
+        lb = names.lb_name(self.config.cluster_name, *key)
+        if result.spec is None:
+            message = "; ".join(str(p) for p in result.problems)
+            if entry.status is None or entry.status.message != message:
+                log.warning("load balancer left as it was", service="/".join(key), problems=message)
+            self._set(key, entry, LBStatus("Invalid", lb, *self._kept_address(entry), message=message))
+            return
+        entry.floating = result.spec.floating_ip
+        if result.spec == entry.applied and entry.status is not None and entry.status.state == "Active":
+            return
+        entry.spec = result.spec
+        self._submit(key, entry)
+
+    def _schedule_delete(self, key: ServiceKey) -> None:
+        entry = self._entries.setdefault(key, _Entry())
+        if entry.deleted:
+            return
+        entry.deleted = True
+        entry.spec = None
+        self._submit(key, entry)
+
+    def _submit(self, key: ServiceKey, entry: _Entry) -> None:
+        if entry.future is not None and not entry.future.done():
+            entry.again = True  # the running reconcile re-checks when it ends
+            return
+        entry.future = self._pool.submit(self._run, key)
+
+    # ---- work --------------------------------------------------------------------------------------
+
+    def _run(self, key: ServiceKey) -> None:
+        while True:
+            with self._lock:
+                entry = self._entries[key]
+                entry.again = False
+                spec, deleted, floating = entry.spec, entry.deleted, entry.floating
+            lb = names.lb_name(self.config.cluster_name, *key)
+            started = time.monotonic()
+            try:
+                if deleted:
+                    self._publish(key, LBStatus("Deleting", lb))
+                    self.actuator.delete(lb, floating, None)
+                    status = LBStatus("Deleted", lb, seconds=time.monotonic() - started)
+                elif spec is not None:
+                    self._publish(key, LBStatus("Pending", lb, *self._kept_address(entry), warnings=spec.warnings))
+                    result = self.actuator.ensure(spec)
+                    hostname = spec.hostname
+                    status = LBStatus(
+                        "Active",
+                        lb,
+                        str(result.lb["id"]),
+                        None if hostname else result.address,
+                        hostname,
+                        warnings=spec.warnings,
+                        steps=len(result.applied),
+                        seconds=time.monotonic() - started,
+                    )
+                    with self._lock:
+                        entry.applied = spec
+                else:
+                    return
+            except (LoadBalancerError, StillPending, OpenStackError) as err:
+                log.warning("load balancer reconcile failed", service="/".join(key), error=str(err))
+                state = "Pending" if isinstance(err, StillPending) or getattr(err, "retryable", False) else "Error"
+                status = LBStatus(state, lb, message=str(err), seconds=time.monotonic() - started)
+            except Exception as err:  # a bug must not kill the worker thread silently
+                log.exception("load balancer reconcile crashed", service="/".join(key))
+                status = LBStatus("Error", lb, message=f"internal error: {err}")
+            self._publish(key, status)
+            with self._lock:
+                if not entry.again:
+                    if status.state == "Deleted":
+                        self._entries.pop(key, None)
+                    return
+
+    def _kept_address(self, entry: _Entry) -> tuple[str | None, str | None]:
+        """While work is pending the Service keeps showing the address it had."""
+        previous = entry.status
+        return (previous.lb_id, previous.ingress_ip) if previous else (None, None)
+
+    def _set(self, key: ServiceKey, entry: _Entry, status: LBStatus) -> None:
+        entry.status = status
+        self.on_status(key, status)
+
+    def _publish(self, key: ServiceKey, status: LBStatus) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                if entry.status is not None and status.state in ("Pending", "Deleting") and not status.lb_id:
+                    status = replace(status, lb_id=entry.status.lb_id, ingress_ip=entry.status.ingress_ip)
+                entry.status = status
+        self.on_status(key, status)
+
+    # ---- output ------------------------------------------------------------------------------------
+
+    def statuses(self) -> Mapping[ServiceKey, LBStatus]:
+        with self._lock:
+            return {k: e.status for k, e in self._entries.items() if e.status is not None}
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no reconcile is running (CLI one-shot runs, tests, benchmarks)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                pending = [e.future for e in self._entries.values() if e.future and not e.future.done()]
+            if not pending:
+                return True
+            for fut in pending:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    fut.result(timeout=remaining)
+                except TimeoutError:
+                    return False
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
