@@ -185,7 +185,8 @@ topic = octavia_prov
 [controller_worker]
 amphora_driver = amphora_noop_driver
 compute_driver = compute_noop_driver
-network_driver = network_noop_driver
+# noop, except that VIP ports are real Neutron ports, so floating IPs can be associated with them
+network_driver = testbed_network
 volume_driver = volume_noop_driver
 image_driver = image_noop_driver
 loadbalancer_topology = SINGLE
@@ -462,9 +463,14 @@ chain_octavia() {
       -days 3650 -subj /CN=testbed-octavia-ca > /dev/null 2>&1 || { echo "octavia CA: openssl failed"; return 1; }
   fi
   dbsync octavia octavia-db-manage --config-file $C/octavia/octavia.conf upgrade head || return 1
-  start octavia-worker octavia-worker --config-file $C/octavia/octavia.conf --log-file $L/octavia-worker.log
+  # stevedore finds network drivers only by entry point: register plugins/testbed_octavia_network.py
+  mkdir -p $ST/octavia/ep/testbed_octavia-1.0.dist-info
+  printf 'Metadata-Version: 2.1\nName: testbed-octavia\nVersion: 1.0\n' > $ST/octavia/ep/testbed_octavia-1.0.dist-info/METADATA
+  printf '[octavia.network.drivers]\ntestbed_network = testbed_octavia_network:TestbedNetworkDriver\n' \
+    > $ST/octavia/ep/testbed_octavia-1.0.dist-info/entry_points.txt
+  PYTHONPATH=$S/plugins:$ST/octavia/ep start octavia-worker octavia-worker --config-file $C/octavia/octavia.conf --log-file $L/octavia-worker.log
   http_ok http://127.0.0.1:9876/ || OCTAVIA_CONF=$C/octavia/octavia.conf OCTAVIA_API_LOG=$L/octavia-api.log \
-    start octavia-api $PY -m gunicorn --chdir $S/wsgi --bind 127.0.0.1:9876 --workers 1 --threads 8 \
+    PYTHONPATH=$S/plugins:$ST/octavia/ep start octavia-api $PY -m gunicorn --chdir $S/wsgi --bind 127.0.0.1:9876 --workers 1 --threads 8 \
     --worker-class gthread --access-logfile $L/octavia-api-access.log --error-logfile $L/octavia-api-gunicorn.log \
     octavia_wsgi:application
 }
