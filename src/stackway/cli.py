@@ -300,6 +300,11 @@ def demo(
         asyncio.run(run_demo(port=port, duration=duration, admin=_hostport(admin, "--admin")))
 
 
+from stackway.openstack.csi.cli import csi  # noqa: E402 - imports nothing heavy until it runs
+
+app.command()(csi)
+
+
 def main() -> None:
     app()
 
