@@ -66,11 +66,11 @@ class CsiServer:
     ) -> None:
         self.path = socket_path(endpoint)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csi"))
-        csi_grpc.add_IdentityServicer_to_server(identity, self.server)
+        csi_grpc.add_IdentityServicer_to_server(identity, self.server)  # type: ignore[no-untyped-call]
         if controller is not None:
-            csi_grpc.add_ControllerServicer_to_server(controller, self.server)
+            csi_grpc.add_ControllerServicer_to_server(controller, self.server)  # type: ignore[no-untyped-call]
         if node is not None:
-            csi_grpc.add_NodeServicer_to_server(node, self.server)
+            csi_grpc.add_NodeServicer_to_server(node, self.server)  # type: ignore[no-untyped-call]
 
     def start(self) -> None:
         # A socket left by a previous run (the pod restarted) would make bind fail: it is ours to replace.
