@@ -324,7 +324,7 @@ class ControllerServicer(csi_grpc.ControllerServicer):
                     raise CsiError(
                         Code.FAILED_PRECONDITION,
                         f"volume {volume_id} is published to node {', '.join(others)}; "
-                        f"{rules.Mode.Name(cap.access_mode.mode)} allows one node",
+                        f"{rules.mode_name(cap.access_mode.mode)} allows one node",
                     )
                 vol = self._attach(vol, node)
             elif vol.status != "in-use":

@@ -164,7 +164,7 @@ class NodeServicer(csi_grpc.NodeServicer):
             raise CsiError(
                 Code.FAILED_PRECONDITION,
                 f"volume {volume_id} is already published at {', '.join(others)}; "
-                f"{rules.Mode.Name(cap.access_mode.mode)} allows one target on a node",
+                f"{rules.mode_name(cap.access_mode.mode)} allows one target on a node",
             )
 
     def _publish_mount(self, request: csi.NodePublishVolumeRequest, cap: csi.VolumeCapability, read_only: bool) -> None:

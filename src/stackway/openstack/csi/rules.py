@@ -43,6 +43,15 @@ SINGLE_NODE_MODES = frozenset(
 MULTI_NODE_MODES = frozenset({Mode.MULTI_NODE_READER_ONLY, Mode.MULTI_NODE_SINGLE_WRITER, Mode.MULTI_NODE_MULTI_WRITER})
 READ_ONLY_MODES = frozenset({Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY})
 
+
+def mode_name(mode: int) -> str:
+    """SINGLE_NODE_WRITER and so on, for messages (a mode from a newer CO prints as its number)."""
+    try:
+        return str(csi.VolumeCapability.AccessMode.Mode.Name(mode))
+    except ValueError:
+        return f"access mode {mode}"
+
+
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _BANNED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -155,12 +164,12 @@ def capability_problem(cap: csi.VolumeCapability, *, multiattach: bool) -> str |
     if mode in MULTI_NODE_MODES:
         if not multiattach:
             return (
-                f"{Mode.Name(mode)} needs a multi-attach volume type (extra spec multiattach='<is> True'); "
+                f"{mode_name(mode)} needs a multi-attach volume type (extra spec multiattach='<is> True'); "
                 "this volume's type is not"
             )
         if mode != Mode.MULTI_NODE_READER_ONLY and not cap.HasField("block"):
             return (
-                f"{Mode.Name(mode)} is only supported for block volumes: a filesystem cannot have writers on two nodes"
+                f"{mode_name(mode)} is only supported for block volumes: a filesystem cannot have writers on two nodes"
             )
     return None
 
