@@ -10,6 +10,7 @@ exactly the code path a VM runs.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import time
@@ -170,6 +171,29 @@ class NodeHost:
             run(f"mkfs.{fs_type}", "-F", "-q", "-E", "lazy_itable_init=1,lazy_journal_init=1", device)
         else:
             raise HostError(f"cannot make a {fs_type} filesystem")
+
+    @staticmethod
+    def fs_size(device: str, fs_type: str, mountpoint: str | None = None) -> int | None:
+        """Bytes the filesystem spans (not the disk): ext from its superblock, xfs (mounted) from xfs_info;
+        None when it cannot be told."""
+        if fs_type.startswith("ext"):
+            out = run("dumpe2fs", "-h", device).stdout
+            count = re.search(r"^Block count:\s+(\d+)", out, re.MULTILINE)
+            size = re.search(r"^Block size:\s+(\d+)", out, re.MULTILINE)
+            return int(count.group(1)) * int(size.group(1)) if count and size else None
+        if fs_type == "xfs" and mountpoint:
+            found = re.search(
+                r"^data\s+=\s+bsize=(\d+)\s+blocks=(\d+)", run("xfs_info", mountpoint).stdout, re.MULTILINE
+            )
+            return int(found.group(1)) * int(found.group(2)) if found else None
+        return None
+
+    @staticmethod
+    def grow_unmounted_ext(device: str) -> None:
+        """Grow an unmounted ext filesystem to its disk; resize2fs wants a fresh check first (e2fsck exit 1
+        means it fixed something harmless, such as the free-block counts)."""
+        run("e2fsck", "-f", "-p", device, ok=(0, 1))
+        run("resize2fs", device)
 
     @staticmethod
     def resize_fs(device: str, mountpoint: str, fs_type: str) -> None:

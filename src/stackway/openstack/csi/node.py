@@ -111,8 +111,18 @@ class NodeServicer(csi_grpc.NodeServicer):
                 f"volume {request.volume_id} already holds a {existing} filesystem; it will not be formatted as "
                 f"{wanted} (that would destroy its data)",
             )
+        elif existing.startswith("ext") and self._fs_smaller_than_disk(device, existing):
+            # A volume restored from a snapshot or cloned into a larger size, or extended while detached:
+            # the filesystem must fill the size the CO was promised. Unmounted, ext grows without privileges.
+            self.host.grow_unmounted_ext(device)
         Path(staging).mkdir(parents=True, exist_ok=True)
         self.host.mount(device, staging, wanted, list(cap.mount.mount_flags))
+        if wanted == "xfs" and existing and self._fs_smaller_than_disk(device, wanted, staging):
+            self.host.resize_fs(device, staging, wanted)  # xfs grows only while mounted
+
+    def _fs_smaller_than_disk(self, device: str, fs_type: str, mountpoint: str | None = None) -> bool:
+        fs_size = self.host.fs_size(device, fs_type, mountpoint)
+        return fs_size is not None and self.host.device_size(device) - fs_size >= 1 << 20
 
     @rpc
     def NodeUnstageVolume(self, request: csi.NodeUnstageVolumeRequest, context: grpc.ServicerContext) -> Any:
