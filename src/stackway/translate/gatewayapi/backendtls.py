@@ -3,7 +3,11 @@
 A policy targets a Service (optionally one named port). Its validation says which CAs to trust (PEM from a
 ConfigMap's or Secret's `ca.crt`, or the system's) and which name the backend must present (SNI and SAN).
 A policy whose references do not resolve must not weaken security: the backend is then served with no
-endpoints (503) rather than over unverified TLS or plaintext.
+endpoints (503) rather than over unverified TLS or plaintext. A policy with no usable CA at all is also not
+Accepted (NoValidCACertificate), as the API asks; it still holds its target, so that the backend stays closed.
+
+A policy's status has one ancestor per Gateway whose routes send traffic to a Service port it targets, the
+ones that lost a conflict included: their Accepted=False/Conflicted is reported where the traffic flows.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from stackway.translate.certs import ca_bundle
 from stackway.translate.context import Context
 
 R_INVALID_CA_REF = "InvalidCACertificateRef"
+R_NO_VALID_CA = "NoValidCACertificate"
 
 
 @dataclass
@@ -38,6 +43,8 @@ class BackendTLS:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.by_target: dict[tuple[str, str, str | None], _Policy] = {}
+        #: (namespace, Service) → every policy targeting it (winner or not) and the section it names.
+        self.by_service: dict[tuple[str, str], list[tuple[_Policy, str | None]]] = {}
         ordered = sorted(
             ctx.resources.backend_tls_policies.items(),
             key=lambda item: (item[1].metadata.creation_timestamp, item[0]),
@@ -66,11 +73,14 @@ class BackendTLS:
         ) or (("DNS", validation.hostname),)
         tls = ir.UpstreamTLS(sni=validation.hostname, ca_pem="".join(pems), subject_alt_names=sans)
         entry = _Policy(key, policy, tls if resolved[0] else None, resolved)
+        if validation.ca_certificate_refs and not pems and validation.well_known_ca_certificates is None:
+            entry.accepted = (False, R_NO_VALID_CA, "No caCertificateRefs entry is a usable CA certificate")
         for t_index, target in enumerate(policy.spec.target_refs):
             if target.group != "" or target.kind != "Service":
                 entry.accepted = (False, c.R_INVALID_KIND, f"targetRefs[{t_index}]: only core Services are supported")
                 self.ctx.problem(key, f"spec.targetRefs[{t_index}]", entry.accepted[2])
                 continue
+            self.by_service.setdefault((key.namespace, target.name), []).append((entry, target.section_name))
             slot = (key.namespace, target.name, target.section_name)
             if slot in self.by_target:
                 entry.accepted = (False, "Conflicted", f"{self.by_target[slot].key} already targets this Service port")
@@ -84,6 +94,18 @@ class BackendTLS:
         return self.by_target.get((namespace, service, port.name or None)) or self.by_target.get(
             (namespace, service, None)
         )
+
+    def note_use(self, service: tuple[str, str, int], gateway: ObjectKey) -> None:
+        """A Gateway routes to this Service port: it is an ancestor of every policy targeting the port."""
+        namespace, name, number = service
+        targeting = self.by_service.get((namespace, name))
+        if not targeting:
+            return
+        svc = self.ctx.resources.services.get((namespace, name))
+        port = svc.port(number) if svc is not None else None
+        for policy, section in targeting:
+            if section is None or (port is not None and port.name == section):
+                policy.ancestors.add(gateway)
 
     def statuses(self) -> dict[ObjectKey, dict[str, Any]]:
         gen_now = self.ctx.options.now

@@ -79,17 +79,13 @@ def _backend_tls_status(ctx: Context, placed: list[Placed], clusters: Mapping[st
     policies = backend_tls(ctx)
     if not policies.policies:
         return
-    targets = {
-        (policy.key.namespace, t.name): policy for policy in policies.policies for t in policy.spec.spec.target_refs
-    }
     for p in placed:
         if not isinstance(p.route.action, ir.Forward) or p.listener.gateway.gateway is None:
             continue
         for wc in p.route.action.clusters:
             service = clusters[wc.cluster].service if wc.cluster in clusters else None
-            policy = targets.get(service[:2]) if service else None
-            if policy is not None:
-                policy.ancestors.add(p.listener.gateway.key)
+            if service is not None:
+                policies.note_use(service, p.listener.gateway.key)
     ctx.statuses.update(policies.statuses())
 
 
