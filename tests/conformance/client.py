@@ -58,6 +58,8 @@ class ExpectedRequest:
     method: str = "GET"
     headers: Mapping[str, str] | None = None
     absent_headers: Sequence[str] = ()
+    #: The SNI a TLS backend must have been asked for (the echo's `sni`): the gateway's upstream TLS.
+    sni: str = ""
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,8 @@ def compare(target: Target, request: Request, captured: Captured, expect: Expect
             return f"expected path {path!r} at the backend, got {echo.get('path')!r}"
         if wanted.method != echo.get("method"):
             return f"expected method {wanted.method!r} at the backend, got {echo.get('method')!r}"
+        if wanted.sni and wanted.sni != echo.get("sni"):
+            return f"expected SNI {wanted.sni!r} at the backend, got {echo.get('sni')!r}"
         if expect.namespace != echo.get("namespace"):
             return f"expected namespace {expect.namespace!r}, got {captured.summary()}"
         got_headers = _lower_headers(echo.get("headers"))

@@ -40,6 +40,7 @@ from stackway.dataplane.envoy import EnvoyProcess
 from stackway.demo.echo import EchoServer, start_echo
 from stackway.demo.grpcecho import GrpcEchoServer, start_grpc_echo
 from tests.conformance import manifests as m
+from tests.conformance import pki
 from tests.conformance.client import Target
 from tests.conformance.status import StatusChecker, StatusTimeout
 from tests.fakes.kube_apiserver import FakeKubeApiServer
@@ -47,7 +48,7 @@ from tests.fakes.kube_semantics import ApiError
 
 STARTUP_TIMEOUT = 60.0
 ENV_NETWORK = "STACKWAY_CONFORMANCE_NETWORK"
-STATUS_KINDS = {"Gateway", "HTTPRoute", "GatewayClass", "GRPCRoute", "TLSRoute"}
+STATUS_KINDS = {"Gateway", "HTTPRoute", "GatewayClass", "GRPCRoute", "TLSRoute", "BackendTLSPolicy"}
 STANDALONE = "standalone"
 CLUSTER = "cluster"
 MODES = (STANDALONE, CLUSTER)
@@ -379,6 +380,7 @@ class ClusterBackend:
         ("httproutes", "HTTPRoute"),
         ("grpcroutes", "GRPCRoute"),
         ("tlsroutes", "TLSRoute"),
+        ("backendtlspolicies", "BackendTLSPolicy"),
     )
 
     def __init__(self, workdir: Path) -> None:
@@ -505,6 +507,7 @@ class Conformance:
     book: m.AddressBook = field(default_factory=lambda: m.AddressBook(pick_network()))
     echoes: EchoPool = field(default_factory=EchoPool)
     secrets: dict[tuple[str, str], m.TLSPair] = field(default_factory=dict)
+    cas: dict[tuple[str, str], m.TLSPair] = field(default_factory=dict)
     base_docs: list[m.Doc] = field(default_factory=list)
     backend: Backend | None = None
 
@@ -516,20 +519,37 @@ class Conformance:
     def prepare(self, docs: Sequence[m.Doc], suite_secrets: bool = False) -> list[m.Doc]:
         """Class name, addresses, echo backends with their EndpointSlices, and Secrets for `docs`.
 
-        `suite_secrets` adds the Secrets upstream's suite creates at setup whether or not they are referenced.
+        `suite_secrets` adds the Secrets and CA ConfigMaps upstream's suite creates at setup whether or not
+        they are referenced. Other Secrets are only ever the suite's: one a manifest refers to but neither
+        it nor the suite creates is meant to be missing.
         """
         docs = m.assign_addresses(m.substitute_class(docs), self.book)
         # a test's Services may select the base Deployments' pods; each pod once (docs may be the base itself)
         pods = list({p.pod: p for p in m.echo_pods([*self.base_docs, *docs])}.values())
         ports = self.echoes.start(pods)
         slices = m.endpoint_slices(docs, pods, ports)
-        secrets = []
-        wanted = m.referenced_secrets(docs) + (list(m.SECRET_SANS) if suite_secrets else [])
-        for ns, name in dict.fromkeys(wanted):
+        created: list[m.Doc] = []
+        if suite_secrets:
+            for ns, name in m.SUITE_CAS:
+                if (ns, name) not in self.cas:
+                    created.append(m.ca_config_map(ns, name, self.ca(ns, name)))
+        wanted = [r for r in m.referenced_secrets(docs) if r in m.SUITE_SECRETS]
+        for ns, name in dict.fromkeys(wanted + (list(m.SUITE_SECRETS) if suite_secrets else [])):
             if (ns, name) not in self.secrets:
-                self.secrets[(ns, name)] = m.self_signed(m.SECRET_SANS.get((ns, name), ("*",)))
-                secrets.append(m.tls_secret(ns, name, self.secrets[(ns, name)]))
-        return [*docs, *slices, *secrets]
+                signed = m.SIGNED_SECRETS.get((ns, name))
+                if signed is None:
+                    self.secrets[(ns, name)] = m.self_signed(m.SECRET_SANS[(ns, name)])
+                else:
+                    ca = self.ca(*signed.ca)
+                    self.secrets[(ns, name)] = pki.issue(ca, signed.hosts, signed.uris, client=signed.client)
+                created.append(m.tls_secret(ns, name, self.secrets[(ns, name)]))
+        return [*docs, *slices, *created]
+
+    def ca(self, namespace: str, name: str) -> m.TLSPair:
+        """The suite CA stored in ConfigMap namespace/name (made on first use, then the same for the run)."""
+        if (namespace, name) not in self.cas:
+            self.cas[(namespace, name)] = pki.certificate_authority()
+        return self.cas[(namespace, name)]
 
     def start(self) -> None:
         self.base_docs = m.load_documents(self.upstream / "base" / "manifests.yaml")

@@ -12,7 +12,8 @@ there is no cluster, so this module provides the same facts as plain objects:
   Deployments that set `GRPC_ECHO_SERVER`;
 * every Service with a selector gets one EndpointSlice per selected echo pod (all pods share 127.0.0.1, so
   each has its own port, and EndpointSlice ports are per slice), ports named as the Service's ports;
-* the TLS Secrets the manifests reference are generated self-signed, with the SANs upstream uses.
+* the TLS Secrets and CA ConfigMaps upstream's suite creates are generated as it does (`pki`): self-signed
+  server certificates, and CAs that sign the TLS backends' and the clients' certificates.
 
 Everything here is pure (no processes, no sockets) so it is unit-tested on its own.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import datetime
 import hashlib
 import ipaddress
 import os
@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.conformance.pki import TLSPair, self_signed
+
+__all__ = ["TLSPair", "self_signed"]  # re-exported: the harness and tests know them from here
 
 Doc = dict[str, Any]
 
@@ -46,15 +46,58 @@ ECHO_IMAGE = "registry.k8s.io/gateway-api/echo-basic"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 INFRA_NS = "gateway-conformance-infra"
 
-#: SANs of the Secrets upstream's suite creates at run time (conformance/utils/suite/suite.go). Secrets the
-#: manifests reference that are not listed get `*`.
+#: SANs of the self-signed Secrets upstream's suite creates at run time (conformance/utils/suite/suite.go).
 SECRET_SANS: Mapping[tuple[str, str], tuple[str, ...]] = {
     ("gateway-conformance-web-backend", "certificate"): ("*",),
     ("gateway-conformance-infra", "tls-validity-checks-certificate"): ("*", "*.org"),
     ("gateway-conformance-infra", "tls-passthrough-checks-certificate"): ("abc.example.com",),
     ("gateway-conformance-app-backend", "tls-passthrough-checks-certificate"): ("abc.example.com",),
-    ("gateway-conformance-infra", "tls-checks-certificate"): ("abc.example.com",),
+    ("gateway-conformance-infra", "tls-terminate-checks-certificate"): ("*",),
 }
+
+
+@dataclass(frozen=True)
+class SignedCertificate:
+    """A Secret the suite signs with one of its CAs (`ca`: the CA ConfigMap's namespace and name)."""
+
+    ca: tuple[str, str]
+    hosts: tuple[str, ...]
+    uris: tuple[str, ...] = ()
+    client: bool = False
+
+
+#: The CAs upstream's suite creates, each as a ConfigMap whose `ca.crt` BackendTLSPolicies and frontend
+#: client-certificate validation refer to. `mismatch-ca-certificate` signs nothing: trusting it must fail.
+SUITE_CAS: tuple[tuple[str, str], ...] = (
+    (INFRA_NS, "tls-checks-ca-certificate"),
+    (INFRA_NS, "mismatch-ca-certificate"),
+    (INFRA_NS, "tls-validity-checks-ca-certificate"),
+    (INFRA_NS, "tls-validity-checks-per-port-ca-certificate"),
+)
+
+#: The CA-signed Secrets: the TLS backends' serving certificate (its DNS and URI SANs are what the
+#: BackendTLSPolicy tests verify: `abc.example.com`, `other.example.com`, the SPIFFE ID), and the client
+#: certificates the frontend-validation tests and the Gateway's backend client certificate present.
+SIGNED_SECRETS: Mapping[tuple[str, str], SignedCertificate] = {
+    (INFRA_NS, "tls-checks-certificate"): SignedCertificate(
+        (INFRA_NS, "tls-checks-ca-certificate"),
+        ("abc.example.com", "other.example.com"),
+        ("spiffe://abc.example.com/test-identity",),
+    ),
+    (INFRA_NS, "tls-checks-client-certificate"): SignedCertificate(
+        (INFRA_NS, "tls-checks-ca-certificate"), ("abc.example.com",), client=True
+    ),
+    (INFRA_NS, "tls-validity-checks-client-certificate"): SignedCertificate(
+        (INFRA_NS, "tls-validity-checks-ca-certificate"), ("example.org",), client=True
+    ),
+    (INFRA_NS, "tls-validity-checks-per-port-client-certificate"): SignedCertificate(
+        (INFRA_NS, "tls-validity-checks-per-port-ca-certificate"), ("second-example.org",), client=True
+    ),
+}
+
+#: Every Secret the suite creates. A manifest referring to any other Secret it does not declare itself
+#: (`nonexistent-certificate`) means it to be missing.
+SUITE_SECRETS: tuple[tuple[str, str], ...] = (*SECRET_SANS, *SIGNED_SECRETS)
 
 #: Environment variables that make echo-basic something other than an HTTP or gRPC echo (raw TCP, or HTTPS
 #: only on the Service's target port). Those Deployments are not emulated by the harness: the tests that
@@ -281,58 +324,14 @@ def referenced_secrets(docs: Iterable[Doc]) -> list[tuple[str, str]]:
     return list(found)
 
 
-@dataclass(frozen=True)
-class TLSPair:
-    cert_pem: bytes
-    key_pem: bytes
-
-
-def self_signed(hosts: Iterable[str], days: int = 365) -> TLSPair:
-    """A self-signed RSA-2048 server certificate like upstream's `generateRSACert` (CN `default`, Acme Co)."""
-    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, "default"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme Co")]
-    )
-    sans: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            sans.append(x509.DNSName(host))
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=True,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(private_key, hashes.SHA256())
-    )
-    return TLSPair(
-        cert.public_bytes(serialization.Encoding.PEM),
-        private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        ),
-    )
+def ca_config_map(namespace: str, name: str, ca: TLSPair) -> Doc:
+    """The ConfigMap upstream's suite stores a CA certificate in (`ca.crt`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"ca.crt": ca.cert_pem.decode()},
+    }
 
 
 def tls_secret(namespace: str, name: str, pair: TLSPair) -> Doc:

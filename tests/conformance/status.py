@@ -190,6 +190,40 @@ class StatusChecker:
 
         self.wait(f"Gateway {namespace}/{name} listeners are {[str(c) for c in conditions]}", check)
 
+    def gateway_listener_conditions(self, namespace: str, name: str, listener: str, conditions: Sequence[Cond]) -> None:
+        """Upstream's GatewayListenerMustHaveConditions: one named listener has every condition."""
+
+        def check(doc: dict[str, Any]) -> str | None:
+            gw = find_object(doc, "Gateway", namespace, name)
+            if gw is None:
+                return "Gateway not in /api/status"
+            found = [lst for lst in (gw.get("status") or {}).get("listeners") or [] if lst.get("name") == listener]
+            if not found:
+                return f"listener {listener} not in status"
+            have = found[0].get("conditions") or []
+            stale = stale_conditions(gw, have)
+            if stale:
+                return stale
+            missing = [str(c) for c in conditions if not condition_matches(have, c)]
+            return f"listener {listener} lacks {missing}: has {_show(have)}" if missing else None
+
+        self.wait(f"Gateway {namespace}/{name} listener {listener} is {[str(c) for c in conditions]}", check)
+
+    def gateway_condition(self, namespace: str, name: str, want: Cond) -> None:
+        """Upstream's GatewayMustHaveCondition (with fresh conditions, as GatewayMustHaveLatestConditions)."""
+
+        def check(doc: dict[str, Any]) -> str | None:
+            gw = find_object(doc, "Gateway", namespace, name)
+            if gw is None:
+                return "Gateway not in /api/status"
+            have = (gw.get("status") or {}).get("conditions") or []
+            stale = stale_conditions(gw, have)
+            if stale:
+                return stale
+            return None if condition_matches(have, want) else f"Gateway lacks {want}: has {_show(have)}"
+
+        self.wait(f"Gateway {namespace}/{name} has {want}", check)
+
     def gateway_listeners(self, namespace: str, name: str, expected: Sequence[ExpectedListener]) -> None:
         """Upstream's GatewayStatusMustHaveListeners."""
 
@@ -382,6 +416,41 @@ class StatusChecker:
             parent = ExpectedParent(gw_name, gw_ns, [Cond("Accepted", "True", "Accepted")])
             self.route_parents(route_ns, route_name, [parent], namespace_required=route_ns != gw_ns, kind=kind)
         self.gateway_listeners_conditions(gw_ns, gw_name, [Cond("ResolvedRefs"), Cond("Accepted"), Cond("Programmed")])
+
+    # -- Policies ---------------------------------------------------------------------------------
+
+    def policy_condition(
+        self, namespace: str, name: str, gateway: tuple[str, str], want: Cond, kind: str = "BackendTLSPolicy"
+    ) -> int:
+        """Upstream's BackendTLSPolicyMustHaveCondition: the policy's status ancestor for the Gateway has `want`,
+        and every condition carries the policy's generation (its MustHaveLatestConditions); returns it."""
+        gw_ns, gw_name = gateway
+        generation = 0
+
+        def check(doc: dict[str, Any]) -> str | None:
+            nonlocal generation
+            policy = find_object(doc, kind, namespace, name)
+            if policy is None:
+                return f"{kind} not in /api/status"
+            generation = (policy.get("metadata") or {}).get("generation", 0)
+            seen = []
+            for ancestor in (policy.get("status") or {}).get("ancestors") or []:
+                ref = ancestor.get("ancestorRef") or {}
+                if ref.get("name") != gw_name or ref.get("namespace", namespace) != gw_ns:
+                    continue
+                if ancestor.get("controllerName") != CONTROLLER_NAME:
+                    return f"ancestor {gw_name} has controllerName {ancestor.get('controllerName')!r}"
+                have = ancestor.get("conditions") or []
+                stale = stale_conditions(policy, have)
+                if stale:
+                    return stale
+                if condition_matches(have, want):
+                    return None
+                seen.append(_show(have))
+            return f"no ancestor {gw_ns}/{gw_name} has {want}: {seen or 'no such ancestor'}"
+
+        self.wait(f"{kind} {namespace}/{name} has {want} for {gw_ns}/{gw_name}", check)
+        return generation
 
     def objects_gone(self, keys: Iterable[tuple[str, str, str]]) -> None:
         """Wait until deleted objects have left /api/status (upstream's cleanup waits for deletion too)."""

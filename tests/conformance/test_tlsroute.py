@@ -260,7 +260,7 @@ HOSTNAME_INTERSECTION = (
 
 def test_tlsroute_hostname_intersection(tls_env: Conformance) -> None:
     """TLSRouteHostnameIntersection: routes attach where hostnames intersect, and serve only the intersection."""
-    cert = tls_env.tls_pair(INFRA, "tls-checks-certificate").cert_pem
+    pair = tls_env.tls_pair(INFRA, "tls-checks-certificate")  # signed by the suite's CA
     failures: list[str] = []
     with tls_env.applied("tlsroute-hostname-intersection"):
         for gw_name, route_names, other_sni, reset_sni in HOSTNAME_INTERSECTION:
@@ -269,10 +269,10 @@ def test_tlsroute_hostname_intersection(tls_env: Conformance) -> None:
             try:
                 route_accepted(tls_env, gateway, *routes)
                 resolved(tls_env, gateway, *routes)
-                target = Target(tls_env.book.address(*gateway), 443, "https", cert)
-                expect_tls_response(target, "abc.example.com", "tls-backend")
+                target = Target(tls_env.book.address(*gateway), 443, "https", pair.trust_pem)
+                expect_tls_response(target, "abc.example.com", "tls-backend", cert_pem=pair.cert_pem)
                 if other_sni is not None:
-                    expect_tls_response(target, other_sni, "tls-backend-2")
+                    expect_tls_response(target, other_sni, "tls-backend-2", cert_pem=pair.cert_pem)
                 expect_connection_refused(target.address, target.port, reset_sni)
             except AssertionError as exc:
                 failures.append(f"[{gw_name}] {exc}")

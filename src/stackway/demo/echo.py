@@ -110,6 +110,7 @@ class _Request:
     target: str
     version: str
     headers: list[tuple[str, str]]
+    sni: str = ""  # the server name the client's TLS handshake asked for ("" over plaintext)
 
 
 class _EchoProtocol(asyncio.Protocol):
@@ -124,10 +125,12 @@ class _EchoProtocol(asyncio.Protocol):
         self._chunked = False
         self._waiting = False  # a delayed response is outstanding; keep later requests queued
         self._closing = False
+        self._sni = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._sni = getattr(transport.get_extra_info("ssl_object"), _SNI_ATTRIBUTE, None) or ""
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Without this, Envoy's upstream connections see ~40 ms delayed-ACK/Nagle stalls.
@@ -196,7 +199,7 @@ class _EchoProtocol(asyncio.Protocol):
                 if not value.isdigit():
                     return None
                 self._body_left = int(value)
-        return _Request(parts[0], parts[1], parts[2], headers)
+        return _Request(parts[0], parts[1], parts[2], headers, self._sni)
 
     def _consume_body(self) -> bool:
         """Drop the body of the pending request from the buffer; False while more bytes are needed."""
@@ -403,7 +406,7 @@ class EchoServer:
                 "proto": request.version,
                 "headers": headers,
                 **self._identity_fields,
-                "sni": "",
+                "sni": request.sni,
             }
         )
 
@@ -422,13 +425,32 @@ class EchoServer:
         await self.close()
 
 
+#: Where the SNI callback leaves the server name on a connection's SSLObject: on the server side Python's
+#: `SSLObject.server_hostname` stays None, and the echo reports the name (`sni`) as echo-basic does.
+_SNI_ATTRIBUTE = "_stackway_sni"
+
+
+def _record_sni(context: ssl.SSLContext) -> None:
+    """Make `context` note each handshake's server name on its SSLObject (keeping any callback it had)."""
+    previous = context.sni_callback
+
+    def callback(obj: ssl.SSLObject, name: str, ctx: ssl.SSLContext) -> int | None:  # name: None without SNI
+        setattr(obj, _SNI_ATTRIBUTE, name or "")
+        return previous(obj, name, ctx) if previous is not None else None
+
+    context.sni_callback = callback
+
+
 async def start_echo(
     host: str, port: int, pod: str, namespace: str, service: str = "", *, tls: ssl.SSLContext | None = None
 ) -> EchoServer:
     """Start an echo backend on host:port (port 0 picks a free one; read it back from `.port`).
 
-    With `tls`, it speaks HTTPS: the backend of TLS passthrough and upstream-TLS tests."""
+    With `tls`, it speaks HTTPS: the backend of TLS passthrough and upstream-TLS tests; the echo then names
+    the SNI the client sent."""
     server = EchoServer(host=host, port=port, identity=EchoIdentity(pod=pod, namespace=namespace, service=service))
+    if tls is not None:
+        _record_sni(tls)
     factory: Callable[[], asyncio.Protocol] = lambda: _EchoProtocol(server)  # noqa: E731
     loop = asyncio.get_running_loop()
     server._server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024, ssl=tls)
