@@ -23,7 +23,7 @@ from stackway.resources.core import SERVICE_NAME_LABEL
 from stackway.resources.raw import ObjectKey, RawObject
 from stackway.resources.store import Resources, ResourceStore, StoreProblem
 from stackway.translate import Options, Problem, refresh_endpoints, translate
-from stackway.xds.build import build_snapshot
+from stackway.xds.build import BuildMemo, build_incremental
 from stackway.xds.clusters import build_load_assignment
 from stackway.xds.snapshot import ENDPOINT, Snapshot
 
@@ -106,6 +106,8 @@ class ControlPlane:
     _unstamped: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
     _objects: dict[ObjectKey, RawObject] = field(default_factory=dict)
     _ir: IR | None = None
+    #: What the last successful build kept, so the next one rebuilds only what changed.
+    _built: BuildMemo | None = None
 
     def update(
         self, objects: Mapping[ObjectKey, RawObject], source_problems: Sequence[SourceProblem] = ()
@@ -130,7 +132,7 @@ class ControlPlane:
             if services is not None:
                 return self._endpoints_only(resources, services, started)
             result = translate(resources, self.options)
-            snapshot = build_snapshot(result.ir)
+            snapshot, built = build_incremental(result.ir, self._built)
         except Exception as exc:  # whatever went wrong, the last good config keeps serving
             # Not the user's mistake (those are conditions): a bug of ours. Say so loudly, change nothing.
             self.system_error = f"{type(exc).__name__}: {exc}"
@@ -143,6 +145,7 @@ class ControlPlane:
         self._count(objects)
         self.system_error = None
         self._ir = result.ir
+        self._built = built
         return self._publish(snapshot, started, "full")
 
     def _publish(self, snapshot: Snapshot, started: float, kind: str) -> PublishResult:

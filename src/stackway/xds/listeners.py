@@ -94,6 +94,33 @@ def _tls_socket(chain: ir.FilterChain) -> base_pb2.TransportSocket:
     return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
 
 
+def listener_signature(listener: ir.Listener) -> tuple[object, ...]:
+    """Everything `build_listener` reads: equal signatures build equal Listeners.
+
+    A listener holds its route configurations by name only (RDS), so a route edit leaves the signature, and
+    with it the built Listener and its version, as they were; comparing the whole IR listener instead
+    would compare every route behind it.
+    """
+    return (
+        listener.name,
+        listener.address,
+        listener.port,
+        listener.protocol,
+        tuple(
+            (
+                chain.name,
+                chain.server_names,
+                chain.certificates,
+                chain.route_config.name if chain.route_config is not None else None,
+                chain.tcp,
+                chain.client_ca_pem,
+                chain.client_cert_optional,
+            )
+            for chain in listener.filter_chains
+        ),
+    )
+
+
 def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
     out = listener_pb2.Listener(
         name=listener.name,

@@ -235,14 +235,25 @@ def cors_policy(cors: ir.Cors) -> cors_pb2.CorsPolicy:
     )
 
 
+#: RouteConfiguration fields besides name and virtual hosts (all numbered after virtual_hosts, so that an
+#: incremental build can append them, serialised, after the virtual hosts' bytes).
+#: Host headers may carry a port ("example.com:8080"); Gateway API hostnames never do. Match without it, but
+#: leave the header itself untouched for the backend (stripping would rewrite it).
+_ROUTE_CONFIG_OPTIONS: dict[str, Any] = {"ignore_port_in_host_matching": True}
+ROUTE_CONFIG_TRAILER = route_pb2.RouteConfiguration(**_ROUTE_CONFIG_OPTIONS).SerializeToString(deterministic=True)
+
+
+def virtual_host_head(vh: ir.VirtualHost) -> rc.VirtualHost:
+    """A VirtualHost without its routes (routes are field 3, after everything set here)."""
+    return rc.VirtualHost(name=vh.name, domains=list(vh.domains))
+
+
 def build_route_config(config: ir.RouteConfig) -> route_pb2.RouteConfiguration:
-    return route_pb2.RouteConfiguration(
-        name=config.name,
-        virtual_hosts=[
-            rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[build_route(r) for r in vh.routes])
-            for vh in config.virtual_hosts
-        ],
-        # Host headers may carry a port ("example.com:8080"); Gateway API hostnames never do. Match without
-        # it, but leave the header itself untouched for the backend (stripping would rewrite it).
-        ignore_port_in_host_matching=True,
-    )
+    """The RouteConfiguration as one message. Snapshots assemble the same bytes from per-route parts
+    (xds/build.py); this is the plain reference they are tested against."""
+    out = route_pb2.RouteConfiguration(name=config.name, **_ROUTE_CONFIG_OPTIONS)
+    for vh in config.virtual_hosts:
+        built = out.virtual_hosts.add()
+        built.CopyFrom(virtual_host_head(vh))
+        built.routes.extend(build_route(r) for r in vh.routes)
+    return out

@@ -41,11 +41,18 @@ class Snapshot:
     resources: Mapping[str, Mapping[str, Message]]
     #: A previous snapshot whose versions may be reused for resources that are the very same objects.
     base: Snapshot | None = field(default=None, repr=False, compare=False)
+    #: Versions the caller already knows (a builder that hashed the bytes it assembled, or kept them).
+    known_versions: Mapping[str, Mapping[str, str]] | None = field(default=None, repr=False, compare=False)
     versions: Mapping[str, Mapping[str, str]] = field(init=False, repr=False, compare=False)
     version: str = field(init=False)
 
     def __post_init__(self) -> None:
+        known = self.known_versions or {}
+
         def version_of(type_url: str, name: str, msg: Message) -> str:
+            given = known.get(type_url, {}).get(name)
+            if given is not None:
+                return given
             if self.base is not None and self.base.resources.get(type_url, {}).get(name) is msg:
                 return self.base.versions[type_url][name]
             return resource_version(msg)
@@ -54,7 +61,9 @@ class Snapshot:
             type_url: {name: version_of(type_url, name, msg) for name, msg in sorted(by_name.items())}
             for type_url, by_name in sorted(self.resources.items())
         }
-        object.__setattr__(self, "base", None)  # only needed while hashing; do not keep a chain alive
+        # Only needed while hashing; do not keep a chain of snapshots alive.
+        object.__setattr__(self, "base", None)
+        object.__setattr__(self, "known_versions", None)
         digest = hashlib.sha256()
         for type_url, by_name in versions.items():
             digest.update(type_url.encode())

@@ -2,6 +2,9 @@
 
 Envoy validates with protoc-gen-validate rules and RE2; a NACK there would reject the whole resource
 (for a listener: every route on that socket). Regexes are checked with RE2 itself, the engine Envoy uses.
+
+The checks are split so that an incremental build can ask "is anything wrong?" per route once, remember
+the answer with the route, and only run the full `validate_ir` (for its complete message) when it is.
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ class InvalidConfig(ValueError):
 
 def validate_ir(config: ir.IR) -> None:
     clusters = {c.name for c in config.clusters}
+    problems = listener_problems(config, clusters, routes=True)
+    if problems:
+        raise InvalidConfig("; ".join(problems))
+
+
+def listener_problems(config: ir.IR, clusters: set[str], *, routes: bool) -> list[str]:
+    """Everything wrong with the listeners and, if `routes`, with every route they hold, in a stable order."""
     problems: list[str] = []
     names: set[str] = set()
     for listener in config.listeners:
@@ -34,11 +44,24 @@ def validate_ir(config: ir.IR) -> None:
             )
             if listener.protocol == "TLS" and fc.route_config is not None and not fc.certificates:
                 problems.append(f"{listener.name}/{fc.name}: HTTPS filter chain without certificate")
+            if not routes:
+                continue
             for vh in fc.route_config.virtual_hosts if fc.route_config else ():
                 for route in vh.routes:
                     problems.extend(f"{route.name}: {p}" for p in _route_problems(route, clusters))
-    if problems:
-        raise InvalidConfig("; ".join(problems))
+    return problems
+
+
+def route_references(route: ir.Route) -> frozenset[str]:
+    """Names of the clusters a route sends or mirrors to."""
+    if not isinstance(route.action, ir.Forward):
+        return frozenset()
+    return frozenset((*(wc.cluster for wc in route.action.clusters), *(m.cluster for m in route.action.mirrors)))
+
+
+def route_sound(route: ir.Route) -> bool:
+    """True when nothing is wrong with the route itself; its cluster references are checked apart."""
+    return not _route_problems(route, set(route_references(route)))
 
 
 def _route_problems(route: ir.Route, clusters: set[str]) -> list[str]:
