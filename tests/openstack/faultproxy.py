@@ -381,8 +381,10 @@ def write_clouds_yaml(
 ) -> Path:
     """Copy clouds.yaml SOURCE to DESTINATION with, in every cloud (or only CLOUDS), a
     `<service>_endpoint_override` per entry of ENDPOINT_OVERRIDES (service type -> URL, e.g.
-    {"load-balancer": proxy.url, "block-storage": proxy.rebase(catalog_url)}) and, if given, the
-    per-request timeout `api_timeout` in seconds."""
+    {"load-balancer": proxy.url}) and, if given, the per-request timeout `api_timeout` in seconds.
+
+    The proxy's bare URL works for every service: openstacksdk discovers the API version through it.
+    (A URL with %(project_id)s, as Cinder's catalog entry has, does not: discovery does not fill it in.)"""
     data = yaml.safe_load(Path(source).read_text())
     wanted = set(clouds) if clouds is not None else None
     for name, cloud in data["clouds"].items():
