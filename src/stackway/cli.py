@@ -225,6 +225,10 @@ def manifests(
     toleration: Annotated[
         list[str] | None, typer.Option(help="KEY[=VALUE][:Effect] of a taint Envoys tolerate; repeat.")
     ] = None,
+    csi: Annotated[
+        bool, typer.Option("--csi", help="Also print the Cinder CSI driver (see `stackway csi --help`).")
+    ] = False,
+    csi_driver_name: Annotated[str, typer.Option(help="With --csi: the CSI driver name.")] = "cinder.csi.openstack.org",
 ) -> None:
     """Print everything a cluster needs (RBAC, control plane, Envoys, classes) as YAML for `kubectl apply -f -`.
 
@@ -252,6 +256,10 @@ def manifests(
         tolerations=tolerations,
     )
     sys.stdout.write(render_yaml(options))
+    if csi:
+        from stackway.deploy.csi import CsiOptions, render_csi_yaml
+
+        sys.stdout.write(render_csi_yaml(CsiOptions(driver_name=csi_driver_name, image=options.image)))
 
 
 @app.command()
