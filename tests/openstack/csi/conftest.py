@@ -191,3 +191,99 @@ def node_driver(disks: Disks) -> Iterator[Driver]:
     config = NodeConfig(node_id="node-under-test", availability_zone="nova", max_volumes_per_node=16, device_wait=1.0)
     with serve(node=NodeServicer(config, NodeHost(by_id_dir=disks.by_id))) as driver:
         yield driver
+
+
+# ---- the real test bed: Cinder and Nova ------------------------------------------------------------------------
+@dataclass
+class Cleanup:
+    """IDs of what a test made in OpenStack; removed afterwards whatever state the test left them in."""
+
+    conn: Any
+    volumes: set[str] = field(default_factory=set)
+    snapshots: set[str] = field(default_factory=set)
+
+    def run(self) -> None:
+        from stackway.openstack.clients.errors import OpenStackError
+
+        bs, compute = self.conn.block_storage, self.conn.compute
+        for snap_id in self.snapshots:
+            with contextlib.suppress(Exception):
+                bs.delete_snapshot(snap_id, ignore_missing=True)
+        for snap_id in self.snapshots:
+            with contextlib.suppress(Exception):
+                bs.wait_for_delete(bs.get_snapshot(snap_id), interval=0.5, wait=60)
+        for vol_id in self.volumes:
+            try:
+                vol = bs.get_volume(vol_id)
+            except Exception:
+                continue
+            for attachment in vol.attachments or []:
+                with contextlib.suppress(Exception):
+                    compute.delete_volume_attachment(attachment["server_id"], vol_id)
+            with contextlib.suppress(Exception, OpenStackError):
+                bs.wait_for_status(vol, status="available", failures=["error"], interval=0.5, wait=60)
+            with contextlib.suppress(Exception):
+                bs.delete_volume(vol_id, ignore_missing=True, force=True)
+
+
+@pytest.fixture(scope="session")
+def admin_conn(testbed: Any) -> Any:
+    testbed.require("cinder", "nova")
+    return testbed.connect(testbed.admin_cloud)
+
+
+@pytest.fixture(scope="session")
+def nodes(testbed: Any, admin_conn: Any) -> Iterator[list[str]]:
+    """Two Nova servers (fake virt driver, no network, AZ nova) standing in for Kubernetes nodes."""
+    compute = admin_conn.compute
+    flavor = compute.find_flavor(testbed.flavor, ignore_missing=False)
+    image = admin_conn.image.find_image(testbed.image, ignore_missing=False)
+    tag = uuid.uuid4().hex[:8]
+    servers = [
+        compute.create_server(
+            name=f"csi-node-{tag}-{i}",
+            flavor_id=flavor.id,
+            image_id=image.id,
+            networks="none",
+            availability_zone="nova",
+        )
+        for i in range(2)
+    ]
+    try:
+        for server in servers:
+            compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], interval=0.5, wait=120)
+        yield [s.id for s in servers]
+    finally:
+        for server in servers:
+            with contextlib.suppress(Exception):
+                compute.delete_server(server, ignore_missing=True)
+        for server in servers:
+            with contextlib.suppress(Exception):
+                compute.wait_for_delete(server, interval=0.5, wait=120)
+
+
+def make_controller(testbed: Any, **config: Any) -> ControllerServicer:
+    """The controller as deployed: its own connection from clouds.yaml (the application credential)."""
+    from stackway.openstack.clients.blockstorage import CinderClient
+    from stackway.openstack.clients.compute import NovaClient
+    from stackway.openstack.clients.connection import connect
+    from stackway.openstack.csi.controller import ControllerConfig
+
+    conn = connect(testbed.appcred_cloud)
+    return ControllerServicer(CinderClient(conn), NovaClient(conn), ControllerConfig(**config))
+
+
+@pytest.fixture(scope="session")
+def cloud_driver(testbed: Any) -> Iterator[Driver]:
+    """Identity + Controller against the test bed's Cinder and Nova, on a unix socket."""
+    with serve(controller=make_controller(testbed)) as driver:
+        yield driver
+
+
+@pytest.fixture
+def cleanup(admin_conn: Any) -> Iterator[Cleanup]:
+    made = Cleanup(admin_conn)
+    try:
+        yield made
+    finally:
+        made.run()
