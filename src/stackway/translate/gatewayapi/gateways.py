@@ -16,6 +16,12 @@ from stackway.translate.context import Context
 from stackway.translate.refs import granted
 
 SUPPORTED_PROTOCOLS = ("HTTP", "HTTPS", "TLS")
+R_INVALID_CA_REF = "InvalidCACertificateRef"
+R_INVALID_CA_KIND = "InvalidCACertificateKind"
+R_NO_VALID_CA = "NoValidCACertificate"
+#: Gateway condition (GEP-91): frontend validation is configured to let unverified clients in.
+INSECURE_FRONTEND_VALIDATION = "InsecureFrontendValidationMode"
+R_CONFIGURATION_CHANGED = "ConfigurationChanged"
 ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
     "HTTP": ("HTTPRoute", "GRPCRoute"),
     "HTTPS": ("HTTPRoute", "GRPCRoute"),
@@ -208,7 +214,10 @@ def _resolve_client_validation(ctx: Context, lv: ListenerView) -> None:
     """spec.tls.frontend: the CA that clients of this listener's port must present certificates from.
 
     A listener whose CA does not resolve is not programmed: serving it without the validation the user asked
-    for would silently drop an access control.
+    for would silently drop an access control. ResolvedRefs says why (the first bad reference: a kind other
+    than ConfigMap or Secret, another namespace without a ReferenceGrant, which is checked before the object
+    is looked up so that a missing grant does not reveal whether it exists, or a missing or unusable CA);
+    with no usable CA at all the listener is also not Accepted (NoValidCACertificate).
     """
     frontend = lv.gateway.gateway.spec.tls.frontend if lv.gateway.gateway.spec.tls else None
     if frontend is None:
@@ -224,28 +233,46 @@ def _resolve_client_validation(ctx: Context, lv: ListenerView) -> None:
     pems: list[str] = []
     for index, ref in enumerate(config.validation.ca_certificate_refs):
         ns = ref.namespace or lv.gateway.namespace
-        pem, why = ca_bundle(ctx.resources, ns, ref.group, ref.kind, ref.name)
-        if (
-            why is None
-            and ns != lv.gateway.namespace
-            and not granted(
-                ctx.resources.reference_grants,
-                from_group=GROUP,
-                from_kind="Gateway",
-                from_namespace=lv.gateway.namespace,
-                to_group=ref.group,
-                to_kind=ref.kind,
-                to_namespace=ns,
-                to_name=ref.name,
-            )
+        failure: tuple[str, str] | None = None
+        if ref.group != "" or ref.kind not in ("ConfigMap", "Secret"):
+            failure = (R_INVALID_CA_KIND, f"{ref.group or 'core'}/{ref.kind} is not a ConfigMap or Secret")
+        elif ns != lv.gateway.namespace and not granted(
+            ctx.resources.reference_grants,
+            from_group=GROUP,
+            from_kind="Gateway",
+            from_namespace=lv.gateway.namespace,
+            to_group=ref.group,
+            to_kind=ref.kind,
+            to_namespace=ns,
+            to_name=ref.name,
         ):
-            why = f"{ref.kind} {ns}/{ref.name} is in another namespace and no ReferenceGrant allows it"
-        if why is not None:
-            lv.resolved = (False, "InvalidCACertificateRef", why)
-            ctx.problem(lv.gateway.key, f"{fld}.caCertificateRefs[{index}]", why)
-            return
-        pems.append(pem)
-    lv.client_validation = ("".join(pems), config.validation.mode == "AllowInsecureFallback")
+            failure = (
+                c.R_REF_NOT_PERMITTED,
+                f"{ref.kind} {ns}/{ref.name} is in another namespace and no ReferenceGrant allows it",
+            )
+        else:
+            pem, why = ca_bundle(ctx.resources, ns, ref.group, ref.kind, ref.name)
+            if why is None:
+                pems.append(pem)
+            else:
+                failure = (R_INVALID_CA_REF, why)
+        if failure is not None:
+            ctx.problem(lv.gateway.key, f"{fld}.caCertificateRefs[{index}]", failure[1])
+            if lv.resolved[0]:
+                lv.resolved = (False, *failure)
+    if not pems:
+        lv.accepted = (False, R_NO_VALID_CA, "No caCertificateRefs entry is a usable CA certificate")
+    if lv.resolved[0]:
+        lv.client_validation = ("".join(pems), config.validation.mode == "AllowInsecureFallback")
+
+
+def insecure_frontend_validation(gateway: Gateway) -> bool:
+    """Whether any frontend validation of the Gateway lets clients without a valid certificate in."""
+    frontend = gateway.spec.tls.frontend if gateway.spec.tls else None
+    if frontend is None:
+        return False
+    configs = [frontend.default, *(p.tls for p in frontend.per_port)]
+    return any(t.validation is not None and t.validation.mode == "AllowInsecureFallback" for t in configs)
 
 
 def _detect_conflicts_within(ctx: Context, view: GatewayView) -> None:
@@ -343,8 +370,20 @@ def gateway_status(ctx: Context, view: GatewayView) -> dict[str, Any]:
             gen,
             now,
         )
+    conditions = [accepted, programmed]
+    if insecure_frontend_validation(view.gateway):
+        conditions.append(
+            c.condition(
+                INSECURE_FRONTEND_VALIDATION,
+                True,
+                R_CONFIGURATION_CHANGED,
+                "Frontend TLS validation lets clients without a valid certificate in (AllowInsecureFallback)",
+                gen,
+                now,
+            )
+        )
     return {
         "addresses": [{"type": "IPAddress", "value": a} for a in view.addresses],
-        "conditions": [accepted, programmed],
+        "conditions": conditions,
         "listeners": listeners,
     }
