@@ -14,10 +14,12 @@ import json
 import os
 import socket
 import ssl
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -105,6 +107,8 @@ class Target:
     port: int
     scheme: str = "http"
     ca_pem: bytes | None = None
+    #: A client certificate (and its key) to present in the TLS handshake, for frontend validation (mTLS).
+    client_cert: tuple[bytes, bytes] | None = None
 
     def __post_init__(self) -> None:
         if not self.address.startswith("127."):
@@ -154,7 +158,7 @@ class _TLSConnection(http.client.HTTPConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self._sni or None)
 
 
-def _tls_context(ca_pem: bytes | None) -> ssl.SSLContext:
+def _tls_context(ca_pem: bytes | None, client_cert: tuple[bytes, bytes] | None = None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     # The certificate must chain to the Secret's certificate (so the Gateway serves the right one), but
     # hostnames are not checked: upstream's Go client accepts `*.org` for `example.org`, OpenSSL does not.
@@ -164,6 +168,12 @@ def _tls_context(ca_pem: bytes | None) -> ssl.SSLContext:
         context.verify_mode = ssl.CERT_REQUIRED
     else:
         context.verify_mode = ssl.CERT_NONE
+    if client_cert is not None:
+        with tempfile.TemporaryDirectory() as directory:  # ssl loads certificates from files only
+            cert, key = Path(directory, "client.crt"), Path(directory, "client.key")
+            cert.write_bytes(client_cert[0])
+            key.write_bytes(client_cert[1])
+            context.load_cert_chain(cert, key)
     return context
 
 
@@ -171,7 +181,8 @@ def send(target: Target, request: Request, sni: str = "", timeout: float = REQUE
     """One request on a fresh connection (a reused one could keep talking to a listener being replaced)."""
     conn: http.client.HTTPConnection
     if target.scheme == "https":
-        conn = _TLSConnection(target.address, target.port, _tls_context(target.ca_pem), sni or request.host, timeout)
+        context = _tls_context(target.ca_pem, target.client_cert)
+        conn = _TLSConnection(target.address, target.port, context, sni or request.host, timeout)
     else:
         conn = http.client.HTTPConnection(target.address, target.port, timeout=timeout)
     try:
