@@ -169,6 +169,8 @@ class Actuator:
         owned = lb is not None and lb.get("name") == spec.name
         if lb is not None and lb.get("provisioning_status") == "ERROR" and owned:
             log.warning("load balancer in ERROR: deleting and recreating", lb=spec.name, id=lb["id"])
+            # Detach (never delete) the floating IP: the new LB gets the same address back.
+            self._release_all(lb, FloatingIPSpec(wanted=False, keep=True))
             self._delete_lb(lb, spec.name)
             lb = None
         if lb is not None and str(lb.get("provisioning_status", "")).startswith("PENDING"):
@@ -184,6 +186,9 @@ class Actuator:
                 lb_id = self._apply(step, lb)
                 applied.append(step)
                 lb = self.wait_active(lb_id, spec.name)
+                if step.action == "create_load_balancer" and not spec.serial:
+                    self._check_children(lb, spec)
+                    break
                 if step.action in STRUCTURAL:
                     reread = True
                     break
@@ -191,6 +196,19 @@ class Actuator:
                 raise AssertionError("a load balancer exists after converging")
             if not reread:
                 return lb
+
+    def _check_children(self, lb: Json, spec: LoadBalancerSpec) -> None:
+        """After a fully-populated create the LB is ACTIVE; its children must be too, or the provider
+        built them only in the database (seen with some providers/releases) and the LB would never change."""
+        if not spec.listeners:
+            return
+        children = [*self.octavia.list_listeners(lb["id"]), *self.octavia.list_pools(lb["id"])]
+        stuck = sorted(str(c.get("name")) for c in children if c.get("provisioning_status") != "ACTIVE")
+        if stuck or len(children) < 2 * len(spec.listeners):
+            raise LoadBalancerError(
+                f"the Octavia provider left {', '.join(stuck) or 'children'} unbuilt after a fully-populated create "
+                f"of {spec.name}; run stackway with --serial-api-calls for this provider"
+            )
 
     def _apply(self, step: Step, lb: Json | None) -> str:
         """One call; a 409 (LB immutable while PENDING_*) is waited out here, everything else propagates."""
@@ -283,6 +301,11 @@ class Actuator:
                     f"spec.loadBalancerIP {want.address} is already associated with port {fip['port_id']}"
                 )
             return self.neutron.update_floating_ip(fip["id"], {"port_id": port})
+        # One of ours left unattached (an LB recreated after ERROR, a create whose answer was lost, a crash
+        # between create and associate): reuse it, so the Service keeps its address and nothing leaks.
+        for fip in self.neutron.list_floating_ips(description=want.description):
+            if not fip.get("port_id"):
+                return self.neutron.update_floating_ip(fip["id"], {"port_id": port})
         if not want.network_id:
             raise LoadBalancerError("no floating network to allocate a floating IP from")
         body: Json = {"floating_network_id": want.network_id, "port_id": port, "description": want.description}
@@ -322,16 +345,31 @@ class Actuator:
         """Remove the Service's LB (or, on a shared LB, only its listeners); True when something was there."""
         lb = self.find(name) if not existing_id else self._get_or_none(existing_id)
         if lb is None:
+            if not existing_id:
+                self._release_unattached(floating_ip)
             return False
         if lb.get("name") != name:
             self._leave_shared(lb, name)
             return True
+        self._release_all(lb, floating_ip)
+        self._delete_lb(lb, name)
+        self._release_unattached(floating_ip)
+        return True
+
+    def _release_all(self, lb: Json, floating_ip: FloatingIPSpec) -> None:
         port = lb.get("vip_port_id")
         if port:
             for fip in self.neutron.list_floating_ips(port_id=port):
                 self._release(fip, floating_ip)
-        self._delete_lb(lb, name)
-        return True
+
+    def _release_unattached(self, floating_ip: FloatingIPSpec) -> None:
+        """Floating IPs we made for this Service that no port holds any more (a crash between allocate and
+        associate, or an LB that vanished under us): deleted unless the Service asked to keep them."""
+        if floating_ip.keep or not floating_ip.description:
+            return
+        for fip in self.neutron.list_floating_ips(description=floating_ip.description):
+            if not fip.get("port_id"):
+                self._release(fip, floating_ip)
 
     def _get_or_none(self, lb_id: str) -> Json | None:
         try:

@@ -56,6 +56,14 @@ FloatNet = Annotated[
 ]
 Provider = Annotated[str | None, typer.Option("--lb-provider", help="Octavia provider (default: the cloud's).")]
 Monitor = Annotated[bool, typer.Option("--create-monitor", help="Health monitors by default (OCCM create-monitor).")]
+Serial = Annotated[
+    bool,
+    typer.Option(
+        "--serial-api-calls",
+        help="Create listeners, pools, members and monitors one call at a time (OCCM "
+        "provider-requires-serial-api-calls), for providers without a working fully-populated create.",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -92,13 +100,16 @@ def make_actuator(cloud: str | None, **kwargs: object) -> Actuator:
     return Actuator(OctaviaClient(conn.load_balancer), NeutronClient(conn.network), **kwargs)  # type: ignore[arg-type]
 
 
-def _config(cluster: str, subnet: str | None, floating: str | None, provider: str | None, monitor: bool) -> LBConfig:
+def _config(
+    cluster: str, subnet: str | None, floating: str | None, provider: str | None, monitor: bool, serial: bool
+) -> LBConfig:
     return LBConfig(
         cluster_name=cluster,
         subnet_id=subnet,
         floating_network_id=floating,
         lb_provider=provider,
         create_monitor=monitor,
+        serial_api_calls=serial,
     )
 
 
@@ -111,10 +122,11 @@ def plan_command(
     floating_network_id: FloatNet = None,
     lb_provider: Provider = None,
     create_monitor: Monitor = False,
+    serial_api_calls: Serial = False,
     offline: Annotated[bool, typer.Option("--offline", help="Only check the Services; do not read Octavia.")] = False,
 ) -> None:
     """Show, per Service, the problems that block it or the Octavia calls that would bring it in line."""
-    config = _config(cluster_name, subnet_id, floating_network_id, lb_provider, create_monitor)
+    config = _config(cluster_name, subnet_id, floating_network_id, lb_provider, create_monitor, serial_api_calls)
     inputs = read_inputs(directory)
     actuator = None if offline else make_actuator(cloud)
     failed = False
@@ -181,11 +193,12 @@ def apply_command(
     floating_network_id: FloatNet = None,
     lb_provider: Provider = None,
     create_monitor: Monitor = False,
+    serial_api_calls: Serial = False,
     gc: Annotated[bool, typer.Option("--gc", help="Also delete this cluster's LBs whose Service is gone.")] = False,
     workers: Annotated[int, typer.Option(help="Services reconciled in parallel.")] = 8,
 ) -> None:
     """Create or update every LoadBalancer Service's LB and wait until each is ACTIVE, showing progress."""
-    config = _config(cluster_name, subnet_id, floating_network_id, lb_provider, create_monitor)
+    config = _config(cluster_name, subnet_id, floating_network_id, lb_provider, create_monitor, serial_api_calls)
     inputs = read_inputs(directory)
     progress: dict[str, str] = {}
     actuator = make_actuator(cloud, progress=progress.__setitem__)

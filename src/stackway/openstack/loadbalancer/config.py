@@ -30,3 +30,6 @@ class LBConfig:
     ingress_hostname_suffix: str = "nip.io"
     #: Services may share one LB through the ``load-balancer-id`` annotation, up to this many.
     max_shared_lb: int = 2
+    #: OCCM's ``provider-requires-serial-api-calls``: build LB, listeners, pools, members and monitors one call
+    #: at a time, for providers whose fully-populated create leaves children in PENDING_CREATE.
+    serial_api_calls: bool = False

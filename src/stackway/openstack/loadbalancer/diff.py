@@ -140,7 +140,7 @@ def _recreate(listener: ListenerSpec, lb_id: str) -> Step:
 
 
 #: Steps after which the next steps depend on IDs Octavia just assigned: the actuator re-reads and re-diffs.
-STRUCTURAL = frozenset({"create_listener", "create_pool"})
+STRUCTURAL = frozenset({"create_load_balancer", "create_listener", "create_pool"})
 
 
 def steps(spec: LoadBalancerSpec, observed: Observed | None) -> list[Step]:

@@ -51,5 +51,6 @@ def collect(actuator: Actuator, cluster: str, live: Collection[tuple[str, str]],
     for orphan in orphans:
         log.info("orphaned load balancer", lb=orphan.name, id=orphan.lb["id"], dry_run=dry_run)
         if not dry_run:
-            actuator.delete(orphan.name, FloatingIPSpec(wanted=False, keep=False))
+            description = names.fip_description(cluster, orphan.namespace, orphan.service)
+            actuator.delete(orphan.name, FloatingIPSpec(wanted=False, keep=False, description=description))
     return orphans

@@ -180,6 +180,7 @@ def plan(service: Service, nodes: Iterable[Node], config: LBConfig) -> Plan:
         existing_id=shared,
         hostname=options.hostname,
         warnings=tuple(warnings),
+        serial=config.serial_api_calls,
     )
     return Plan(spec)
 

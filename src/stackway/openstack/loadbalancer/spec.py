@@ -143,13 +143,15 @@ class LoadBalancerSpec:
     hostname: str | None = None
     #: Problems that stop nothing but that the user should see (e.g. a Service port Octavia can't serve).
     warnings: tuple[str, ...] = field(default=())
+    serial: bool = False
 
     def create_body(self) -> dict[str, Any]:
-        """One fully-populated create call: the LB with every listener, pool, member and monitor."""
+        """One fully-populated create call: the LB with every listener, pool, member and monitor (or the bare
+        LB when the provider needs serial calls; the differ then adds the children one by one)."""
         body: dict[str, Any] = {"name": self.name, "description": self.description, "tags": sorted(self.tags)}
         for key in ("vip_subnet_id", "vip_network_id", "vip_port_id", "flavor_id", "availability_zone", "provider"):
             value = getattr(self, key)
             if value:
                 body[key] = value
-        body["listeners"] = [listener.body() for listener in self.listeners]
+        body["listeners"] = [] if self.serial else [listener.body() for listener in self.listeners]
         return body
