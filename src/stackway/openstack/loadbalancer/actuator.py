@@ -378,16 +378,28 @@ class Actuator:
             return None
 
     def _delete_lb(self, lb: Json, name: str) -> None:
+        """Cascade delete; a 409 waits out PENDING_*, a lost answer is checked before asking again."""
+        delays = self.timing.retry.delays()
         for attempt in range(self.timing.attempts):
+            last = attempt == self.timing.attempts - 1
             try:
                 self.octavia.delete_load_balancer(lb["id"], cascade=True)
                 break
             except NotFound:
                 return
             except Conflict:
-                if attempt == self.timing.attempts - 1:
+                if last:
                     raise
                 self._wait_settled(lb["id"], name)
+            except OpenStackError as err:
+                if not err.retryable or last:
+                    raise
+                self.sleep(next(delays))
+                current = self._get_or_none(lb["id"])
+                if current is None:
+                    return
+                if current.get("provisioning_status") in ("PENDING_DELETE", "DELETED"):
+                    break
         self.wait_gone(lb["id"], name)
 
     def _wait_settled(self, lb_id: str, name: str) -> None:

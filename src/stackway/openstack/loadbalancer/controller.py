@@ -53,6 +53,8 @@ class _Entry:
     status: LBStatus | None = None
     again: bool = False
     deleted: bool = False
+    failures: int = 0
+    retry: threading.Timer | None = None
     floating: FloatingIPSpec = field(default_factory=lambda: FloatingIPSpec(wanted=False))
 
 
@@ -64,6 +66,8 @@ class LoadBalancerController:
         *,
         workers: int = 8,
         on_status: Callable[[ServiceKey, LBStatus], None] | None = None,
+        retry_initial: float = 1.0,
+        retry_cap: float = 60.0,
     ) -> None:
         self.actuator = actuator
         self.config = config
@@ -71,6 +75,9 @@ class LoadBalancerController:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lb")
         self._lock = threading.Lock()
         self._entries: dict[ServiceKey, _Entry] = {}
+        self._closed = False
+        self.retry_initial = retry_initial
+        self.retry_cap = retry_cap
 
     # ---- input -------------------------------------------------------------------------------------
 
@@ -162,10 +169,31 @@ class LoadBalancerController:
                 status = LBStatus("Error", lb, message=f"internal error: {err}")
             self._publish(key, status)
             with self._lock:
+                if status.state in ("Active", "Deleted"):
+                    entry.failures = 0
+                elif status.state == "Pending" or deleted:
+                    self._retry_later(key, entry)
                 if not entry.again:
                     if status.state == "Deleted":
                         self._entries.pop(key, None)
                     return
+
+    def _retry_later(self, key: ServiceKey, entry: _Entry) -> None:
+        """A transient failure (OpenStack down, LB still PENDING): try again after a capped backoff, without
+        waiting for the Service to change. Lock held by the caller."""
+        entry.failures += 1
+        delay = min(self.retry_cap, self.retry_initial * 2 ** (entry.failures - 1))
+        if entry.retry is not None:
+            entry.retry.cancel()
+
+        def fire() -> None:
+            with self._lock:
+                if self._entries.get(key) is entry and not self._closed:
+                    self._submit(key, entry)
+
+        entry.retry = threading.Timer(delay, fire)
+        entry.retry.daemon = True
+        entry.retry.start()
 
     def _kept_address(self, entry: _Entry) -> tuple[str | None, str | None]:
         """While work is pending the Service keeps showing the address it had."""
@@ -207,4 +235,9 @@ class LoadBalancerController:
                     return False
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for entry in self._entries.values():
+                if entry.retry is not None:
+                    entry.retry.cancel()
         self._pool.shutdown(wait=True, cancel_futures=False)
