@@ -22,7 +22,7 @@ from stackway.observability import metrics
 from stackway.resources.core import SERVICE_NAME_LABEL
 from stackway.resources.raw import ObjectKey, RawObject
 from stackway.resources.store import Resources, ResourceStore, StoreProblem
-from stackway.translate import Options, Problem, refresh_endpoints, translate
+from stackway.translate import Options, Problem, TranslateResult, refresh_endpoints, translate
 from stackway.xds.build import BuildMemo, build_incremental
 from stackway.xds.clusters import build_load_assignment
 from stackway.xds.snapshot import ENDPOINT, Snapshot
@@ -106,7 +106,8 @@ class ControlPlane:
     _unstamped: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
     _objects: dict[ObjectKey, RawObject] = field(default_factory=dict)
     _ir: IR | None = None
-    #: What the last successful build kept, so the next one rebuilds only what changed.
+    #: The last successful translation and what its build kept, so the next ones redo only what changed.
+    _translated: TranslateResult | None = None
     _built: BuildMemo | None = None
 
     def update(
@@ -131,7 +132,7 @@ class ControlPlane:
         try:
             if services is not None:
                 return self._endpoints_only(resources, services, started)
-            result = translate(resources, self.options)
+            result = translate(resources, self.options, self._translated)
             snapshot, built = build_incremental(result.ir, self._built)
         except Exception as exc:  # whatever went wrong, the last good config keeps serving
             # Not the user's mistake (those are conditions): a bug of ours. Say so loudly, change nothing.
@@ -145,7 +146,7 @@ class ControlPlane:
         self._count(objects)
         self.system_error = None
         self._ir = result.ir
-        self._built = built
+        self._translated, self._built = result, built
         return self._publish(snapshot, started, "full")
 
     def _publish(self, snapshot: Snapshot, started: float, kind: str) -> PublishResult:

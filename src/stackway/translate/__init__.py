@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stackway.ir.model import IR
@@ -11,7 +11,7 @@ from stackway.resources.store import Resources
 from stackway.translate.conditions import Problem
 from stackway.translate.context import Context, Options
 from stackway.translate.gatewayapi.backends import refresh_endpoints as _refresh
-from stackway.translate.gatewayapi.translator import translate_gateway_api
+from stackway.translate.gatewayapi.translator import GatewayApiMemo, translate_gateway_api
 
 __all__ = ["Options", "Problem", "TranslateResult", "refresh_endpoints", "translate"]
 
@@ -21,13 +21,22 @@ class TranslateResult:
     ir: IR
     statuses: dict[ObjectKey, dict[str, Any]]
     problems: tuple[Problem, ...]
+    #: Work a later translation may reuse (see `translate`); not part of the result's value.
+    memo: GatewayApiMemo | None = field(default=None, repr=False, compare=False)
 
 
-def translate(resources: Resources, options: Options | None = None) -> TranslateResult:
-    """Resources → IR + statuses. Never raises on user input: mistakes become conditions and problems."""
+def translate(
+    resources: Resources, options: Options | None = None, previous: TranslateResult | None = None
+) -> TranslateResult:
+    """Resources → IR + statuses. Never raises on user input: mistakes become conditions and problems.
+
+    With `previous` (an earlier result), routes unchanged since are not translated again when nothing but
+    routes changed; the result is the same either way. Statuses of routes reused that way are the very
+    dicts of the earlier result: treat results as read-only.
+    """
     ctx = Context(resources, options or Options())
-    result_ir = translate_gateway_api(ctx)
-    return TranslateResult(result_ir, ctx.statuses, tuple(ctx.problems))
+    result_ir, memo = translate_gateway_api(ctx, previous.memo if previous is not None else None)
+    return TranslateResult(result_ir, ctx.statuses, tuple(ctx.problems), memo)
 
 
 def refresh_endpoints(

@@ -1,13 +1,22 @@
-"""Routes of every kind (HTTPRoute, GRPCRoute): attachment to listeners, precedence, and route status.
+"""Routes of every kind (HTTPRoute, GRPCRoute, TLSRoute): attachment to listeners, precedence, route status.
 
 Attachment, hostnames and statuses are the same for every route kind; only turning rules into IR routes
 differs, and lives in httprules.py and grpcrules.py.
+
+Each route's translation is an `Outcome`: everything it contributes (status, problems, attachments, placed
+IR routes, clusters). An outcome depends on the route and on the rest of the world (Gateways, Services,
+grants, options), never on other routes; so while the rest of the world is unchanged, a translation reuses
+the previous outcome of every route that is the same object as before and translates only the others
+(`RouteMemo`). The one link between routes is their age (creation order), which breaks precedence ties: it
+is a label that keeps the order of creation, kept per route, so that deleting a route or adding a newer
+one leaves the others' labels, and with them their outcomes, as they were.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import bisect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -22,6 +31,7 @@ from stackway.resources.gatewayapi import (
 )
 from stackway.resources.raw import ObjectKey
 from stackway.translate import conditions as c
+from stackway.translate.conditions import Problem
 from stackway.translate.context import Context
 from stackway.translate.gatewayapi.backends import BackendFailure, resolve_backend
 from stackway.translate.gatewayapi.gateways import GatewayView, ListenerView
@@ -29,6 +39,14 @@ from stackway.translate.hostnames import effective_hostnames
 
 AnyRoute = HTTPRoute | GRPCRoute | TLSRoute
 Ordered = tuple[tuple[Any, ...], ir.Route]
+NsName = tuple[str, str]
+#: A Gateway listener by identity: (Gateway namespace, Gateway name, index in spec.listeners).
+ListenerId = tuple[str, str, int]
+#: Creation order of routes: (creationTimestamp, namespace, name, kind rank).
+SortKey = tuple[str, str, str, int]
+#: Route kinds in the order that breaks creation-order ties (their rank is the index).
+KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute")
+BackendKey = tuple[str, str, bool, BackendObjectReference]
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,58 @@ class Placed:
     hostname: str
     order: tuple[Any, ...]
     route: ir.Route
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A `Placed` naming its listener instead of holding it, so that it outlives one translation."""
+
+    listener: ListenerId
+    hostname: str
+    order: tuple[Any, ...]
+    route: ir.Route
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one route contributes to a translation (empty for routes of other controllers)."""
+
+    key: ObjectKey
+    route: AnyRoute
+    sort_key: SortKey
+    label: int
+    problems: tuple[Problem, ...] = ()
+    status: dict[str, Any] | None = None
+    #: Listeners whose attachedRoutes count this route, each once.
+    attached: tuple[ListenerId, ...] = ()
+    placed: tuple[Placement, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteMemo:
+    """What a translation of routes keeps for the next one. Never changed once made (a later translation
+    copies what it changes), so an older memo stays valid for as long as anyone holds it."""
+
+    #: The route maps (HTTPRoute, GRPCRoute, TLSRoute) the outcomes were computed from.
+    routes: tuple[Mapping[NsName, AnyRoute], ...]
+    outcomes: tuple[Mapping[NsName, Outcome], ...]
+    #: Every route's sort key, sorted, and its label (same index); labels increase with sort keys.
+    order: list[SortKey]
+    labels: list[int]
+    statuses: Mapping[ObjectKey, dict[str, Any]]
+    attached: Mapping[ListenerId, int]
+    #: Outcomes that carry problems, by (kind rank, namespace, name).
+    troubled: Mapping[tuple[int, str, str], Outcome]
+    clusters: Mapping[str, ir.Cluster]
+    backends: Mapping[BackendKey, ir.Cluster | BackendFailure]
+
+
+@dataclass
+class Changes:
+    """Outcomes replaced by a translation, for the assembly to update only what they touch."""
+
+    full: bool
+    pairs: list[tuple[Outcome | None, Outcome | None]] = field(default_factory=list)
 
 
 def precedence(path: ir.PathMatch, method: str | None, headers: int, query_params: int) -> tuple[Any, ...]:
@@ -52,39 +122,137 @@ def precedence(path: ir.PathMatch, method: str | None, headers: int, query_param
 
 
 class RouteTranslator:
-    def __init__(self, ctx: Context, gateways: list[GatewayView]) -> None:
+    def __init__(self, ctx: Context, gateways: list[GatewayView], previous: RouteMemo | None = None) -> None:
+        """`previous` may only come from a translation whose inputs differ from these in routes alone (the
+        caller checks): its outcomes are then still what translating those routes would give."""
         self.ctx = ctx
         self.gateways = {(g.key.namespace, g.key.name): g for g in gateways}
+        self.listeners: dict[ListenerId, ListenerView] = {
+            (g.key.namespace, g.key.name, i): lv for g in gateways for i, lv in enumerate(g.listeners)
+        }
+        self._listener_ids = {id(lv): lid for lid, lv in self.listeners.items()}
+        #: Routes from other sources (Ingress), placed after `translate_all`; routes' own are in outcomes.
         self.placed: list[Placed] = []
-        self.clusters: dict[str, ir.Cluster] = {}
-        self._backends: dict[tuple[str, bool, BackendObjectReference], ir.Cluster | BackendFailure] = {}
+        self.previous = previous
+        #: Clusters by name: every one resolved under the same inputs (a superset of those in use).
+        self.clusters: dict[str, ir.Cluster] = dict(previous.clusters) if previous else {}
+        self._backends: dict[BackendKey, ir.Cluster | BackendFailure] = dict(previous.backends) if previous else {}
         self.resolved: tuple[bool, str, str] = (True, c.R_RESOLVED_REFS, "")
+        self.changes = Changes(full=True)
+        self._memo: RouteMemo | None = None
 
+    # ---- every route, or only those that changed -----------------------------------------------------------
     def translate_all(self) -> None:
+        """Translate every route, reusing the previous outcomes that still hold. Statuses, problems and
+        attachment counts land in the context and the listener views exactly as from a full translation."""
+        memo = self._incremental() if self.previous is not None else None
+        if memo is None:
+            memo = self._full()
+        for lid, count in memo.attached.items():
+            self.listeners[lid].attached_routes = count
+        self.ctx.statuses.update(memo.statuses)
+        for outcome in sorted(memo.troubled.values(), key=lambda o: o.label):
+            self.ctx.problems.extend(outcome.problems)
+        self._memo = memo
+
+    def outcomes(self) -> list[Outcome]:
+        """Every route's outcome, oldest route first."""
+        assert self._memo is not None
+        return sorted((o for by_name in self._memo.outcomes for o in by_name.values()), key=lambda o: o.label)
+
+    def finish(self) -> RouteMemo:
+        """The memo for the next translation, once everything (Ingress too) has resolved its backends."""
+        assert self._memo is not None
+        return RouteMemo(**{**vars(self._memo), "clusters": self.clusters, "backends": self._backends})
+
+    def _maps(self) -> tuple[Mapping[NsName, AnyRoute], ...]:
+        res = self.ctx.resources
+        return (res.http_routes, res.grpc_routes, res.tls_routes)
+
+    def _full(self) -> RouteMemo:
+        maps = self._maps()
+        ordered = sorted(
+            ((route.metadata.creation_timestamp, ns, name, rank), route)
+            for rank, by_name in enumerate(maps)
+            for (ns, name), route in by_name.items()
+        )
+        outcomes: tuple[dict[NsName, Outcome], ...] = ({}, {}, {})
+        statuses: dict[ObjectKey, dict[str, Any]] = {}
+        attached: dict[ListenerId, int] = {}
+        troubled: dict[tuple[int, str, str], Outcome] = {}
+        for label, (sort_key, route) in enumerate(ordered):
+            outcome = self._outcome(sort_key, route, label)
+            outcomes[sort_key[3]][(sort_key[1], sort_key[2])] = outcome
+            _count(outcome, 1, statuses, attached, troubled)
+        self.changes = Changes(full=True)
+        order = [sort_key for sort_key, _ in ordered]
+        return RouteMemo(maps, outcomes, order, list(range(len(order))), statuses, attached, troubled, {}, {})
+
+    def _incremental(self) -> RouteMemo | None:
+        """Only the routes that differ from `previous`; None when a full translation is the better way."""
+        prev = self.previous
+        assert prev is not None
+        maps = self._maps()
+        changed = _diff(maps, prev)
+        if len(changed) > 64 and 4 * len(changed) > sum(len(m) for m in maps):
+            return None  # a large share changed: translating everything is as cheap, and simpler
+        order, labels = list(prev.order), list(prev.labels)
+        for _, old, sort_key in changed:
+            if old is not None and sort_key != old.sort_key:  # deleted, or moved in the creation order
+                i = bisect.bisect_left(order, old.sort_key)
+                del order[i], labels[i]
+        pending: list[tuple[Outcome | None, AnyRoute | None, SortKey | None, int]] = []
+        for route, old, sort_key in changed:
+            if route is None or sort_key is None:
+                pending.append((old, None, None, -1))
+            elif old is not None and old.sort_key == sort_key:
+                pending.append((old, route, sort_key, old.label))
+            else:
+                label = _label_for(order, labels, sort_key)
+                if label is None:
+                    return None  # no free label between its neighbours: label every route afresh
+                pending.append((old, route, sort_key, label))
+        outcomes = tuple(dict(by_name) for by_name in prev.outcomes)
+        statuses, attached, troubled = dict(prev.statuses), dict(prev.attached), dict(prev.troubled)
+        pairs: list[tuple[Outcome | None, Outcome | None]] = []
+        for old, route, sort_key, label in pending:
+            if old is not None:
+                _count(old, -1, statuses, attached, troubled)
+                del outcomes[old.sort_key[3]][old.sort_key[1:3]]
+            new = None
+            if route is not None and sort_key is not None:
+                new = self._outcome(sort_key, route, label)
+                outcomes[sort_key[3]][sort_key[1:3]] = new
+                _count(new, 1, statuses, attached, troubled)
+            pairs.append((old, new))
+        self.changes = Changes(full=False, pairs=pairs)
+        return RouteMemo(maps, outcomes, order, labels, statuses, attached, troubled, {}, {})
+
+    # ---- one route --------------------------------------------------------------------------------------
+    def _outcome(self, sort_key: SortKey, route: AnyRoute, label: int) -> Outcome:
         from stackway.translate.gatewayapi.grpcrules import grpc_rules, grpc_unsupported
         from stackway.translate.gatewayapi.httprules import http_rules, http_unsupported, tls_rules
 
-        routes: list[tuple[ObjectKey, AnyRoute]] = [
-            (ObjectKey(GROUP, "HTTPRoute", ns, name), r) for (ns, name), r in self.ctx.resources.http_routes.items()
-        ]
-        routes += [
-            (ObjectKey(GROUP, "GRPCRoute", ns, name), r) for (ns, name), r in self.ctx.resources.grpc_routes.items()
-        ]
-        routes += [
-            (ObjectKey(GROUP, "TLSRoute", ns, name), r) for (ns, name), r in self.ctx.resources.tls_routes.items()
-        ]
-        routes.sort(key=lambda item: (item[1].metadata.creation_timestamp, item[0].namespace, item[0].name))
-        for age, (key, route) in enumerate(routes):
+        _, ns, name, rank = sort_key
+        key = ObjectKey(GROUP, KINDS[rank], ns, name)
+        saved, self.ctx.problems = self.ctx.problems, []
+        try:
             if isinstance(route, HTTPRoute):
-                self._translate(
-                    key, route, partial(http_unsupported, route), partial(http_rules, self, key, route, age)
+                found = self._translate(
+                    key, route, partial(http_unsupported, route), partial(http_rules, self, key, route, label)
                 )
             elif isinstance(route, GRPCRoute):
-                self._translate(
-                    key, route, partial(grpc_unsupported, route), partial(grpc_rules, self, key, route, age)
+                found = self._translate(
+                    key, route, partial(grpc_unsupported, route), partial(grpc_rules, self, key, route, label)
                 )
             else:
-                self._translate(key, route, lambda: None, partial(tls_rules, self, key, route, age))
+                found = self._translate(key, route, lambda: None, partial(tls_rules, self, key, route, label))
+            problems = tuple(self.ctx.problems)
+        finally:
+            self.ctx.problems = saved
+        if found is None:
+            return Outcome(key, route, sort_key, label, problems)
+        return Outcome(key, route, sort_key, label, problems, *found)
 
     def _translate(
         self,
@@ -92,7 +260,8 @@ class RouteTranslator:
         route: AnyRoute,
         check: Callable[[], tuple[str, str] | None],
         build: Callable[[], list[Ordered]],
-    ) -> None:
+    ) -> tuple[dict[str, Any], tuple[ListenerId, ...], tuple[Placement, ...]] | None:
+        """(status, listeners attached to, placements), or None for a route none of whose parents are ours."""
         gen, now = route.metadata.generation, self.ctx.options.now
         parents: list[dict[str, Any]] = []
         attachments: list[tuple[ListenerView, tuple[str, ...]]] = []
@@ -112,7 +281,7 @@ class RouteTranslator:
                 }
             )
         if not parents:
-            return
+            return None
         unsupported = check()
         self.resolved = (True, c.R_RESOLVED_REFS, "")
         rules = build() if unsupported is None else []
@@ -129,19 +298,21 @@ class RouteTranslator:
                     c.RESOLVED_REFS, resolved[0], resolved[1], resolved[2] or "All references are resolved", gen, now
                 ),
             ]
-        self.ctx.statuses[key] = {"parents": parents}
+        status = {"parents": parents}
         if unsupported is not None:
-            return
-        seen_listeners: set[int] = set()
+            return status, (), ()
+        attached: list[ListenerId] = []
+        placed: list[Placement] = []
         for listener, hostnames in attachments:
-            if id(listener) not in seen_listeners:
-                listener.attached_routes += 1
-                seen_listeners.add(id(listener))
+            lid = self._listener_ids[id(listener)]
+            if lid not in attached:
+                attached.append(lid)
             if not listener.serving:
                 continue
             for hostname in hostnames:
                 for order, irroute in rules:
-                    self.placed.append(Placed(listener, hostname, order, irroute))
+                    placed.append(Placement(lid, hostname, order, irroute))
+        return status, tuple(attached), tuple(placed)
 
     def _parent_gateway(self, key: ObjectKey, ref: ParentReference) -> GatewayView | None:
         """The Gateway a parentRef names, if it is one of ours (others belong to other controllers)."""
@@ -194,7 +365,8 @@ class RouteTranslator:
 
     def resolve(self, key: ObjectKey, ref: BackendObjectReference, fld: str, h2c: bool = False) -> ir.Cluster | None:
         """The cluster a backendRef names, or None after recording why not (condition and problem)."""
-        memo = (key.namespace, h2c, ref)
+        # The route's kind is part of the question: a ReferenceGrant may allow one kind and not another.
+        memo = (key.kind, key.namespace, h2c, ref)
         result = self._backends.get(memo)
         if result is None:
             result = self._backends[memo] = resolve_backend(self.ctx, key.kind, key.namespace, ref, force_h2c=h2c)
@@ -216,3 +388,66 @@ def _parent_ref_status(ref: ParentReference) -> dict[str, Any]:
     if ref.port is not None:
         out["port"] = ref.port
     return out
+
+
+def _diff(
+    maps: tuple[Mapping[NsName, AnyRoute], ...], prev: RouteMemo
+) -> list[tuple[AnyRoute | None, Outcome | None, SortKey | None]]:
+    """(route now or None if deleted, its previous outcome or None if new, its sort key now) of every route
+    that is not the very object (or an equal one) it was."""
+    changed: list[tuple[AnyRoute | None, Outcome | None, SortKey | None]] = []
+    for rank, (current, before, known) in enumerate(zip(maps, prev.routes, prev.outcomes, strict=True)):
+        if current is before:
+            continue
+        added = 0
+        for (ns, name), route in current.items():  # the one pass over every route: keep it lean
+            old = known.get((ns, name))
+            if old is None or (old.route is not route and old.route != route):
+                added += old is None
+                changed.append((route, old, (route.metadata.creation_timestamp, ns, name, rank)))
+        if len(known) > len(current) - added:
+            changed.extend((None, old, None) for nsname, old in known.items() if nsname not in current)
+    return changed
+
+
+def _label_for(order: list[SortKey], labels: list[int], sort_key: SortKey) -> int | None:
+    """Insert `sort_key` into the creation order and return a label between its neighbours' (None if none is
+    free). Labels stay below where Ingress ages begin, so Gateway API routes keep sorting first."""
+    from stackway.translate.ingress import AGE_OFFSET
+
+    i = bisect.bisect_left(order, sort_key)
+    low = labels[i - 1] if i else -1
+    high = labels[i] if i < len(labels) else AGE_OFFSET
+    if high - low < 2:
+        return None
+    label = low + 1 if i == len(labels) else (low + high) // 2
+    order.insert(i, sort_key)
+    labels.insert(i, label)
+    return label
+
+
+def _count(
+    outcome: Outcome,
+    sign: int,
+    statuses: dict[ObjectKey, dict[str, Any]],
+    attached: dict[ListenerId, int],
+    troubled: dict[tuple[int, str, str], Outcome],
+) -> None:
+    """Add (sign 1) or take away (sign -1) one outcome's part of the totals every translation reports."""
+    if outcome.status is not None:
+        if sign > 0:
+            statuses[outcome.key] = outcome.status
+        else:
+            statuses.pop(outcome.key, None)
+    for lid in outcome.attached:
+        count = attached.get(lid, 0) + sign
+        if count:
+            attached[lid] = count
+        else:
+            del attached[lid]
+    if outcome.problems:
+        tag = (outcome.sort_key[3], outcome.key.namespace, outcome.key.name)
+        if sign > 0:
+            troubled[tag] = outcome
+        else:
+            troubled.pop(tag, None)
