@@ -288,14 +288,36 @@ class ControllerServicer(csi_grpc.ControllerServicer):
                     Code.FAILED_PRECONDITION,
                     f"volume {vol.id} is still attached to node(s) {', '.join(vol.attached_server_ids)}",
                 )
-            try:
-                self.cinder.delete_volume(vol.id)
-            except os_errors.NotFound:
-                return csi.DeleteVolumeResponse()
-            except os_errors.BadRequest as err:
-                # Cinder refuses while snapshots depend on the volume or it is busy: the spec's "in use".
-                raise CsiError(Code.FAILED_PRECONDITION, f"volume {vol.id} cannot be deleted: {err.message}") from err
+            if vol.status != "deleting":  # a retried delete finds Cinder still at it: wait with it
+                try:
+                    self.cinder.delete_volume(vol.id)
+                except os_errors.NotFound:
+                    return csi.DeleteVolumeResponse()
+                except os_errors.BadRequest as err:
+                    # Cinder refuses while snapshots depend on the volume or it is busy: the spec's "in use".
+                    message = f"volume {vol.id} cannot be deleted: {err.message}"
+                    raise CsiError(Code.FAILED_PRECONDITION, message) from err
+            self._wait_gone(vol.id)
             return csi.DeleteVolumeResponse()
+
+    def _wait_gone(self, volume_id: str) -> None:
+        """Answer OK only once Cinder has removed the volume: a deletion that fails (error_deleting) would
+        otherwise leak it with nobody told. Past the deadline the CO retries and waits again."""
+
+        def fetch() -> Volume | None:
+            try:
+                return self.cinder.get_volume(volume_id)
+            except os_errors.NotFound:
+                return None
+
+        wait_for(
+            f"deletion of volume {volume_id}",
+            fetch,
+            lambda v: v is None,
+            deadline=self.config.waits.delete,
+            backoff=self.config.waits.backoff,
+            failed=lambda v: f"Cinder reports status {v.status}" if v and v.status == "error_deleting" else None,
+        )
 
     # ---- attachments -------------------------------------------------------------------------------------------
     @rpc
