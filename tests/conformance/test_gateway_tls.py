@@ -284,3 +284,46 @@ def test_gateway_invalid_frontend_client_certificate_validation(conformance: Con
     with conformance.applied("gateway-with-invalid-clientcertificate-validation"):
         for listener, conditions in INVALID_CLIENT_VALIDATION_LISTENERS:
             conformance.status.gateway_listener_conditions(*gateway, listener, conditions)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HTTPS listeners sharing a port
+
+MISDIRECTED_CASES = [
+    # SNI, Host, status, backend
+    ("example.org", "example.org", 200, V1),
+    ("example.org", "second-example.org", 421, ""),
+    ("example.org", "unknown-example.org", 404, ""),
+    ("second-example.org", "second-example.org", 200, V2),
+    ("second-example.org", "example.org", 421, ""),
+    ("second-example.org", "unknown-example.org", 421, ""),
+    ("third-example.wildcard.org", "third-example.wildcard.org", 200, "infra-backend-v3"),
+    ("third-example.wildcard.org", "fith-example.wildcard.org", 200, "infra-backend-v3"),
+    ("third-example.wildcard.org", "fourth-example.wildcard.org", 421, ""),
+    ("third-example.wildcard.org", "second-example.org", 421, ""),
+    ("third-example.wildcard.org", "unknown-example.org", 421, ""),
+    ("fourth-example.wildcard.org", "fourth-example.wildcard.org", 200, V1),
+    ("fourth-example.wildcard.org", "fith-example.wildcard.org", 421, ""),
+    ("unknown-example.org", "example.org", 200, V1),
+    ("unknown-example.org", "unknown-example.org", 404, ""),
+]
+
+
+def test_https_listener_detect_misdirected_requests(conformance: Conformance) -> None:
+    """HTTPRouteHTTPSListenerDetectMisdirectedRequests: on HTTPS listeners sharing port 443, a request whose
+    Host belongs to another listener than the one its SNI chose is answered 421 (so an HTTP/2 client that
+    coalesced connections retries on the right one); the no-hostname listener still answers its own hosts."""
+    gateway = (INFRA, "same-namespace-with-https-listener")
+    routes = [f"https-listener-detect-misdirected-requests-test-{i}" for i in range(1, 5)]
+    with conformance.applied("httproute-https-listener-detect-misdirected-requests"):
+        routes_accepted(conformance, gateway, *routes)
+        server = conformance.tls_pair(INFRA, "tls-validity-checks-certificate").trust_pem
+        target = conformance.gateway(*gateway, port=443, scheme="https", ca_pem=server)
+        failures = []
+        for sni, host, status, backend in MISDIRECTED_CASES:
+            expect = Expect(status=status, backend=backend, namespace=INFRA if status == 200 else "")
+            case = Case(Request(path="/detect-misdirected-requests", host=host), expect)
+            error = eventually(target, case, sni=sni, timeout=TIMEOUT)
+            if error is not None:
+                failures.append(f"SNI {sni}: {error}")
+        assert not failures, "\n".join(failures)
