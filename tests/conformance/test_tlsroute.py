@@ -1,8 +1,7 @@
-"""Gateway API v1.6.1 TLSRoute conformance tests, one per upstream test, through a real `stackway up`.
+"""Gateway API v1.6.1 TLSRoute conformance tests, one per upstream test, in both modes: through a real
+`stackway up`, and through `stackway serve` with its Envoy against the (fake) Kubernetes API.
 
-Requests, expectations and status assertions follow upstream's `conformance/tests/tlsroute-*.go`. Only the
-standalone mode runs them: `stackway serve` does not watch TLSRoutes in a cluster (its list of kinds has no
-TLSRoute), so the cluster mode has nothing to conform with yet.
+Requests, expectations and status assertions follow upstream's `conformance/tests/tlsroute-*.go`.
 
 The base manifests' TLS backends (`tls-backend`, `tls-backend-2` and `tcp-backend`) are echo-basic serving
 HTTPS with a Secret of the suite, which the harness's plain echo pods do not stand in for. This module starts
