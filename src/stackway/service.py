@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -20,6 +20,9 @@ from stackway.controlplane import ControlPlane
 from stackway.memory import ShrinkWatcher
 from stackway.translate import Options
 from stackway.xds_server import ServerTls, SnapshotCache, XdsServer
+
+if TYPE_CHECKING:  # openstacksdk is imported only when a cloud is configured
+    from stackway.openstack.loadbalancer.bridge import LoadBalancerBridge
 
 log = structlog.get_logger("stackway")
 
@@ -53,8 +56,11 @@ class ControlService:
         *,
         xds_tls: ServerTls | None = None,
         require_envoy: bool = True,
+        load_balancers: LoadBalancerBridge | None = None,
     ) -> None:
         self.require_envoy = require_envoy
+        #: Services of type LoadBalancer → Octavia, when an OpenStack cloud is configured.
+        self.load_balancers = load_balancers
         self.control = ControlPlane(options=options)
         self.cache = SnapshotCache()
         self.xds = XdsServer(self.cache, *xds, tls=xds_tls)
@@ -68,6 +74,8 @@ class ControlService:
 
     async def on_change(self, state: Any) -> None:
         """A provider's new state: translate, publish if it changed, log problems as they come and go."""
+        if self.load_balancers is not None:
+            self.load_balancers.on_objects(state.objects)  # returns at once: the controller works on threads
         result = self.control.update(state.objects, state.problems)
         self._shrink.observe(len(state.objects))
         self._log_problems()
@@ -92,7 +100,13 @@ class ControlService:
         self.provider = provider
         await self.xds.start()
         self._admin_runner = await start_admin(
-            make_app(self.control, self.cache, require_envoy=self.require_envoy), *self.admin_address
+            make_app(
+                self.control,
+                self.cache,
+                require_envoy=self.require_envoy,
+                extra_objects=self.load_balancers.status_document if self.load_balancers else None,
+            ),
+            *self.admin_address,
         )
         await provider.start()
         self._provider_task = asyncio.create_task(provider.run())
@@ -106,6 +120,8 @@ class ControlService:
                 await self._provider_task
         await self.xds.stop(0.5)
         await self.cache.close()
+        if self.load_balancers is not None:
+            await asyncio.to_thread(self.load_balancers.close)
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
 

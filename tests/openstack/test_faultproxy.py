@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from keystoneauth1 import exceptions as ksa_exceptions
-
 from openstack import exceptions as sdk_exceptions
+
 from tests.openstack.conftest import OpenStackTestbed
 from tests.openstack.faultproxy import Fault, FaultProxy
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -37,10 +38,17 @@ def rejected_by_envoy(xds_status: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def make_app(control: ControlPlane, xds: XdsState, *, require_envoy: bool = True) -> web.Application:
+def make_app(
+    control: ControlPlane,
+    xds: XdsState,
+    *,
+    require_envoy: bool = True,
+    extra_objects: Callable[[], list[dict[str, Any]]] | None = None,
+) -> web.Application:
     """`require_envoy`: standalone mode is ready only once its own Envoy ACKed. In a cluster the Envoys reach
     the control plane through its Service, so readiness must not wait for one to connect (it never would):
-    there, no Envoy connected yet counts as ready once the first configuration is built."""
+    there, no Envoy connected yet counts as ready once the first configuration is built.
+    `extra_objects`: statuses from other controllers (the OpenStack load balancers' Services)."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -56,7 +64,8 @@ def make_app(control: ControlPlane, xds: XdsState, *, require_envoy: bool = True
 
     async def api_status(_: web.Request) -> web.Response:
         problems = control.problem_document() + rejected_by_envoy(xds.status())
-        return web.json_response({"objects": control.status_document(), "problems": problems})
+        objects = control.status_document() + (extra_objects() if extra_objects else [])
+        return web.json_response({"objects": objects, "problems": problems})
 
     async def api_config(_: web.Request) -> web.Response:
         return web.json_response({"version": control.snapshot.version, **xds.status()})

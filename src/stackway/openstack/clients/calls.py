@@ -6,9 +6,6 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import keystoneauth1.exceptions as ksa_exc
-from openstack import exceptions as sdk_exc
-
 from stackway.openstack.clients import errors
 from stackway.openstack.clients.metrics import ERRORS, REQUEST_SECONDS, REQUESTS
 
@@ -16,7 +13,14 @@ T = TypeVar("T")
 
 
 def translate(service: str, operation: str, exc: BaseException) -> errors.OpenStackError:
-    """Map an SDK/keystoneauth exception to our error classes (status code first, then the transport)."""
+    """Map an SDK/keystoneauth exception to our error classes (status code first, then the transport).
+
+    The SDK is imported here, not at module level: `stackway` commands that never talk to OpenStack should
+    not pay openstacksdk's import time.
+    """
+    import keystoneauth1.exceptions as ksa_exc
+    from openstack import exceptions as sdk_exc
+
     if isinstance(exc, errors.OpenStackError):
         return exc
     if isinstance(exc, sdk_exc.HttpException):

@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from stackway.openstack.clients.connection import connect
 from stackway.openstack.clients.errors import OpenStackError
 from stackway.openstack.clients.loadbalancer import OctaviaClient
 from stackway.openstack.clients.network import NeutronClient
@@ -92,6 +91,8 @@ def read_inputs(directory: Path) -> Inputs:
 
 
 def make_actuator(cloud: str | None, **kwargs: object) -> Actuator:
+    from stackway.openstack.clients.connection import connect
+
     try:
         conn = connect(cloud)
     except OpenStackError as exc:

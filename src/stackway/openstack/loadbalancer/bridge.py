@@ -1,0 +1,92 @@
+"""Between a provider's objects and the load-balancer controller: Services and Nodes in, Service statuses out.
+
+Both modes use it: `stackway up --os-cloud` shows the statuses in /api/status; `stackway serve --os-cloud`
+also writes them to the Services (see ``servicestatus.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stackway.openstack.loadbalancer.controller import LBStatus, LoadBalancerController, ServiceKey
+from stackway.resources.catalog import parse
+from stackway.resources.core import Node, Service
+from stackway.resources.raw import ObjectKey, RawObject
+
+CONDITION = "LoadBalancerReady"
+
+
+def service_status(status: LBStatus) -> dict[str, Any]:
+    """The Service's ``status`` as it should read: ``loadBalancer.ingress`` and one condition saying why.
+
+    While an LB is Pending or Invalid the last address stays published: traffic that reaches it still works.
+    """
+    ingress: list[dict[str, Any]] = []
+    if status.ingress_hostname:
+        ingress.append({"hostname": status.ingress_hostname})
+    elif status.ingress_ip:
+        ingress.append({"ip": status.ingress_ip, "ipMode": "VIP"})
+    ready = status.state == "Active"
+    message = status.message or "; ".join(status.warnings) or f"Octavia load balancer {status.lb_name}"
+    return {
+        "loadBalancer": {"ingress": ingress} if ingress else {},
+        "conditions": [
+            {
+                "type": CONDITION,
+                "status": "True" if ready else "False",
+                "reason": status.state,
+                "message": message[:32768],
+            }
+        ],
+    }
+
+
+class LoadBalancerBridge:
+    def __init__(
+        self, controller: LoadBalancerController, on_status: Callable[[ServiceKey, LBStatus], None] | None = None
+    ) -> None:
+        self.controller = controller
+        self._listeners: list[Callable[[ServiceKey, LBStatus], None]] = [on_status] if on_status else []
+        self._lock = threading.Lock()
+        self._generations: dict[ServiceKey, int] = {}
+
+    def add_listener(self, listener: Callable[[ServiceKey, LBStatus], None]) -> None:
+        self._listeners.append(listener)
+
+    def notify(self, key: ServiceKey, status: LBStatus) -> None:
+        """The controller's on_status: called from its worker threads."""
+        for listener in list(self._listeners):
+            listener(key, status)
+
+    def on_objects(self, objects: Mapping[ObjectKey, RawObject]) -> None:
+        """A provider's full picture; only Services and Nodes matter here, and only valid ones are used."""
+        services: list[Service] = []
+        nodes: list[Node] = []
+        for key, raw in objects.items():
+            if key.group != "" or key.kind not in ("Service", "Node"):
+                continue
+            model = parse(raw)
+            if isinstance(model, Service):
+                services.append(model)
+            elif isinstance(model, Node):
+                nodes.append(model)
+        self.controller.update(services, nodes)
+
+    def status_document(self) -> list[dict[str, Any]]:
+        """Entries for /api/status, shaped like the other objects there."""
+        return [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": namespace},
+                "status": service_status(status),
+                "loadBalancer": {"name": status.lb_name, "id": status.lb_id, "state": status.state},
+            }
+            for (namespace, name), status in sorted(self.controller.statuses().items())
+            if status.state != "Deleted"
+        ]
+
+    def close(self) -> None:
+        self.controller.close()
