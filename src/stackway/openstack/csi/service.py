@@ -130,6 +130,19 @@ class Waits:
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.25, factor=1.5, cap=3.0, jitter=0.3))
 
 
+@dataclass(frozen=True)
+class ControllerConfig:
+    """How the controller runs; the defaults are a drop-in replacement for cloud-provider-openstack."""
+
+    driver_name: str = "cinder.csi.openstack.org"
+    #: Advertise and honour topology (the Cinder AZ as ``topology.cinder.csi.openstack.org/zone``).
+    topology: bool = True
+    #: Refuse a publish once the server has this many volumes attached (0: leave it to the CO, which
+    #: enforces the node's max_volumes_per_node).
+    max_volumes_per_node: int = 0
+    waits: Waits = field(default_factory=Waits)
+
+
 def wait_for(
     what: str,
     fetch: Callable[[], T],
