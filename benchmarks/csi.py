@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-
 import openstack
+
 from stackway.openstack.clients.blockstorage import CinderClient
 from stackway.openstack.clients.calls import call_counts
 from stackway.openstack.clients.compute import NovaClient
