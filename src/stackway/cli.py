@@ -18,7 +18,7 @@ import yaml
 from rich.console import Console
 
 from stackway.controlplane import ControlPlane
-from stackway.openstack.loadbalancer.cli import lb_app
+from stackway.openstack.loadbalancer.cli import Cloud, Cluster, FloatNet, Monitor, Serial, Subnet, lb_app, lb_config
 from stackway.translate import Options
 from stackway.xds.build import snapshot_as_data
 
@@ -127,10 +127,17 @@ def up(
     ingress_http_port: Annotated[int, typer.Option(help="Port Ingress objects are served on over HTTP.")] = 80,
     ingress_https_port: Annotated[int, typer.Option(help="Port Ingress TLS hosts are served on.")] = 443,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    os_cloud: Cloud = None,
+    cluster_name: Cluster = "kubernetes",
+    subnet_id: Subnet = None,
+    floating_network_id: FloatNet = None,
+    create_monitor: Monitor = False,
+    serial_api_calls: Serial = False,
 ) -> None:
     """Serve the manifests in DIR through a bundled Envoy, following every file change without restart.
 
-    Ctrl-C drains Envoy and stops everything this command started.
+    With --os-cloud, Services of type LoadBalancer in DIR (members: the Node objects there) also get Octavia
+    load balancers, shown in /api/status. Ctrl-C drains Envoy and stops everything this command started.
     """
     admin_at, xds_at, envoy_admin_at = (
         _hostport(admin, "--admin"),
@@ -151,6 +158,8 @@ def up(
         log_level=log_level,
         ingress_http_port=ingress_http_port,
         ingress_https_port=ingress_https_port,
+        os_cloud=os_cloud,
+        load_balancers=lb_config(cluster_name, subnet_id, floating_network_id, None, create_monitor, serial_api_calls),
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_standalone(config))

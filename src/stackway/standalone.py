@@ -14,6 +14,7 @@ import structlog
 
 from stackway.controlplane import ControlPlane
 from stackway.dataplane.envoy import EnvoyProcess
+from stackway.openstack.loadbalancer.config import LBConfig
 from stackway.providers.files import FilesProvider
 from stackway.service import ControlService, configure_logging, run_until_signal
 from stackway.translate import Options
@@ -41,6 +42,9 @@ class StandaloneConfig:
     #: Ports Ingress objects are served on (Ingress has no listeners of its own).
     ingress_http_port: int = 80
     ingress_https_port: int = 443
+    #: With a cloud (clouds.yaml name), Services of type LoadBalancer get Octavia load balancers.
+    os_cloud: str | None = None
+    load_balancers: LBConfig | None = None
 
 
 class Standalone:
@@ -54,7 +58,12 @@ class Standalone:
             ingress_http_port=config.ingress_http_port,
             ingress_https_port=config.ingress_https_port,
         )
-        self.service = ControlService(options, config.xds, config.admin)
+        bridge = None
+        if config.os_cloud is not None:
+            from stackway.openstack.loadbalancer.bridge import connect_bridge
+
+            bridge = connect_bridge(config.os_cloud, config.load_balancers or LBConfig())
+        self.service = ControlService(options, config.xds, config.admin, load_balancers=bridge)
         self.provider = FilesProvider(config.directory, self.service.on_change, debounce=config.debounce_s)
         self.envoy = EnvoyProcess(
             node_id=config.node_id,

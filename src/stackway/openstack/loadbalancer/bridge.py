@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from stackway.openstack.loadbalancer.actuator import Actuator
+from stackway.openstack.loadbalancer.config import LBConfig
 from stackway.openstack.loadbalancer.controller import LBStatus, LoadBalancerController, ServiceKey
 from stackway.resources.catalog import parse
 from stackway.resources.core import Node, Service
@@ -90,3 +92,16 @@ class LoadBalancerBridge:
 
     def close(self) -> None:
         self.controller.close()
+
+
+def connect_bridge(cloud: str | None, config: LBConfig, *, workers: int = 8) -> LoadBalancerBridge:
+    """A bridge whose controller talks to ``cloud`` (clouds.yaml); authentication happens on first use."""
+    from stackway.openstack.clients.connection import connect
+    from stackway.openstack.clients.loadbalancer import OctaviaClient
+    from stackway.openstack.clients.network import NeutronClient
+
+    conn = connect(cloud)
+    actuator = Actuator(OctaviaClient(conn.load_balancer), NeutronClient(conn.network))
+    bridge = LoadBalancerBridge(LoadBalancerController(actuator, config, workers=workers))
+    bridge.controller.on_status = bridge.notify
+    return bridge

@@ -101,7 +101,7 @@ def make_actuator(cloud: str | None, **kwargs: object) -> Actuator:
     return Actuator(OctaviaClient(conn.load_balancer), NeutronClient(conn.network), **kwargs)  # type: ignore[arg-type]
 
 
-def _config(
+def lb_config(
     cluster: str, subnet: str | None, floating: str | None, provider: str | None, monitor: bool, serial: bool
 ) -> LBConfig:
     return LBConfig(
@@ -127,7 +127,7 @@ def plan_command(
     offline: Annotated[bool, typer.Option("--offline", help="Only check the Services; do not read Octavia.")] = False,
 ) -> None:
     """Show, per Service, the problems that block it or the Octavia calls that would bring it in line."""
-    config = _config(cluster_name, subnet_id, floating_network_id, lb_provider, create_monitor, serial_api_calls)
+    config = lb_config(cluster_name, subnet_id, floating_network_id, lb_provider, create_monitor, serial_api_calls)
     inputs = read_inputs(directory)
     actuator = None if offline else make_actuator(cloud)
     failed = False
@@ -199,7 +199,7 @@ def apply_command(
     workers: Annotated[int, typer.Option(help="Services reconciled in parallel.")] = 8,
 ) -> None:
     """Create or update every LoadBalancer Service's LB and wait until each is ACTIVE, showing progress."""
-    config = _config(cluster_name, subnet_id, floating_network_id, lb_provider, create_monitor, serial_api_calls)
+    config = lb_config(cluster_name, subnet_id, floating_network_id, lb_provider, create_monitor, serial_api_calls)
     inputs = read_inputs(directory)
     progress: dict[str, str] = {}
     actuator = make_actuator(cloud, progress=progress.__setitem__)
