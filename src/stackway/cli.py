@@ -189,8 +189,17 @@ def serve(
         str | None, typer.Option(help="Namespace of the Lease (default: POD_NAMESPACE, else --namespace).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    os_cloud: Cloud = None,
+    cluster_name: Cluster = "kubernetes",
+    subnet_id: Subnet = None,
+    floating_network_id: FloatNet = None,
+    create_monitor: Monitor = False,
+    serial_api_calls: Serial = False,
 ) -> None:
     """Cluster mode: watch the Kubernetes API and serve xDS to every Envoy of the cluster.
+
+    With --os-cloud the leader also gives Services of type LoadBalancer Octavia load balancers (OCCM's names
+    and annotations), writes their status.loadBalancer, records Events and holds a cleanup finalizer.
 
     Every replica serves xDS; the replica holding the `stackway-controller` Lease writes status (only what
     changed, rate-limited, leaving other controllers' entries alone). `/api/status` shows what is written.
@@ -214,6 +223,8 @@ def serve(
         admin=admin_at,
         xds=xds_at,
         log_level=log_level,
+        os_cloud=os_cloud,
+        load_balancers=lb_config(cluster_name, subnet_id, floating_network_id, None, create_monitor, serial_api_calls),
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_cluster(config))

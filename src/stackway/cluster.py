@@ -9,18 +9,26 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from stackway.providers.kubernetes import KubeApi, KubernetesProvider
+from stackway.openstack.loadbalancer.config import LBConfig
+from stackway.providers.kubernetes import DEFAULT_KINDS, Kind, KubeApi, KubernetesProvider
 from stackway.providers.kubernetes.leader import LeaderElector
 from stackway.providers.kubernetes.status import StatusWriter
 from stackway.service import ControlService, configure_logging, run_until_signal
 from stackway.translate import Options
 from stackway.xds_server import ServerTls
 
+if TYPE_CHECKING:  # openstacksdk is imported only when a cloud is configured
+    from stackway.openstack.loadbalancer.bridge import LoadBalancerBridge
+    from stackway.openstack.loadbalancer.servicestatus import ServiceStatusWriter
+
 log = structlog.get_logger("stackway.cluster")
+
+#: Load-balancer members are nodes: watched only when an OpenStack cloud is configured.
+NODE_KIND = Kind("", "v1", "Node", "nodes", namespaced=False)
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,9 @@ class ClusterConfig:
     lease_namespace: str | None = None
     #: Directory with server.crt, server.key and ca.crt: the xDS server then requires Envoys' client certs.
     xds_tls_dir: Path | None = None
+    #: With a cloud (clouds.yaml name), the leader gives Services of type LoadBalancer Octavia load balancers.
+    os_cloud: str | None = None
+    load_balancers: LBConfig | None = None
 
 
 class ClusterService:
@@ -49,12 +60,30 @@ class ClusterService:
         if config.xds_tls_dir is not None:
             d = config.xds_tls_dir
             tls = ServerTls(cert_file=d / "server.crt", key_file=d / "server.key", client_ca_file=d / "ca.crt")
+        self.bridge: LoadBalancerBridge | None = None
+        kinds: tuple[Kind, ...] = DEFAULT_KINDS
+        if config.os_cloud is not None:
+            from stackway.openstack.loadbalancer.bridge import connect_bridge
+
+            self.bridge = connect_bridge(config.os_cloud, config.load_balancers or LBConfig())
+            self.bridge.active = False  # acting on OpenStack is the leader's job (see start)
+            kinds = (*DEFAULT_KINDS, NODE_KIND)
         self.service = ControlService(
-            Options(default_address=config.address), config.xds, config.admin, xds_tls=tls, require_envoy=False
+            Options(default_address=config.address),
+            config.xds,
+            config.admin,
+            xds_tls=tls,
+            require_envoy=False,
+            load_balancers=self.bridge,
         )
         self.provider = KubernetesProvider(
-            self._on_change, namespace=config.namespace, kubeconfig=config.kubeconfig, context=config.context
+            self._on_change,
+            kinds=kinds,
+            namespace=config.namespace,
+            kubeconfig=config.kubeconfig,
+            context=config.context,
         )
+        self.service_writer: ServiceStatusWriter | None = None
         self.api: KubeApi | None = None
         self.status_writer: StatusWriter | None = None
         self.elector: LeaderElector | None = None
@@ -70,6 +99,11 @@ class ClusterService:
         if self.config.write_status:
             self.api = await KubeApi.connect(self.config.kubeconfig, self.config.context)
             writer = self.status_writer = StatusWriter(self.api, self.service.control.options.controller_name)
+            if self.bridge is not None:
+                from stackway.openstack.loadbalancer.servicestatus import ServiceStatusWriter
+
+                self.service_writer = ServiceStatusWriter(self.api)
+                self.bridge.add_listener(self.service_writer.observe)
         await self.service.start_serving(self.provider)
         if self.api is not None and self.config.leader_elect:
             namespace = self.config.lease_namespace or os.environ.get("POD_NAMESPACE") or self.config.namespace
@@ -77,11 +111,17 @@ class ClusterService:
 
             async def started() -> None:
                 writer.start()
+                self._lead_load_balancers()
 
-            self.elector.on_started_leading, self.elector.on_stopped_leading = started, writer.stop
+            async def stopped() -> None:
+                await self._follow_load_balancers()
+                await writer.stop()
+
+            self.elector.on_started_leading, self.elector.on_stopped_leading = started, stopped
             self.elector.start()
         elif self.status_writer is not None:
             self.status_writer.start()
+            self._lead_load_balancers()
         log.info(
             "stackway is serving the cluster",
             namespace=self.config.namespace or "(all)",
@@ -89,7 +129,20 @@ class ClusterService:
             admin=f"http://{self.config.admin[0]}:{self.config.admin[1]}",
         )
 
+    def _lead_load_balancers(self) -> None:
+        if self.service_writer is not None:
+            self.service_writer.start()
+        if self.bridge is not None:
+            self.bridge.activate()
+
+    async def _follow_load_balancers(self) -> None:
+        if self.bridge is not None:
+            self.bridge.deactivate()
+        if self.service_writer is not None:
+            await self.service_writer.stop()
+
     async def stop(self) -> None:
+        await self._follow_load_balancers()
         if self.elector is not None:
             await self.elector.stop()  # stops the writer first, then releases the Lease for a fast hand-over
         if self.status_writer is not None:

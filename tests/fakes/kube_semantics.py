@@ -47,6 +47,7 @@ DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("", ("v1",), "Secret", "secrets", namespaced=True),
     ResourceType("", ("v1",), "ConfigMap", "configmaps", namespaced=True),
     ResourceType("", ("v1",), "Node", "nodes", namespaced=False, status=True),
+    ResourceType("", ("v1",), "Event", "events", namespaced=True),
     ResourceType("discovery.k8s.io", ("v1",), "EndpointSlice", "endpointslices", namespaced=True),
     ResourceType("networking.k8s.io", ("v1",), "Ingress", "ingresses", namespaced=True, status=True),
     ResourceType("networking.k8s.io", ("v1",), "IngressClass", "ingressclasses", namespaced=False),

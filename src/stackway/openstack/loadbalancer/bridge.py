@@ -52,7 +52,10 @@ class LoadBalancerBridge:
         self.controller = controller
         self._listeners: list[Callable[[ServiceKey, LBStatus], None]] = [on_status] if on_status else []
         self._lock = threading.Lock()
-        self._generations: dict[ServiceKey, int] = {}
+        #: Acting is for one replica only (the leader in a cluster): a passive bridge keeps the latest objects
+        #: and hands them over when activated.
+        self.active = True
+        self._latest: Mapping[ObjectKey, RawObject] | None = None
 
     def add_listener(self, listener: Callable[[ServiceKey, LBStatus], None]) -> None:
         self._listeners.append(listener)
@@ -62,8 +65,19 @@ class LoadBalancerBridge:
         for listener in list(self._listeners):
             listener(key, status)
 
+    def activate(self) -> None:
+        self.active = True
+        if self._latest is not None:
+            self.on_objects(self._latest)
+
+    def deactivate(self) -> None:
+        self.active = False
+
     def on_objects(self, objects: Mapping[ObjectKey, RawObject]) -> None:
         """A provider's full picture; only Services and Nodes matter here, and only valid ones are used."""
+        self._latest = objects
+        if not self.active:
+            return
         services: list[Service] = []
         nodes: list[Node] = []
         for key, raw in objects.items():

@@ -108,8 +108,12 @@ class LoadBalancerController:
             self._set(key, entry, LBStatus("Invalid", lb, *self._kept_address(entry), message=message))
             return
         entry.floating = result.spec.floating_ip
-        if result.spec == entry.applied and entry.status is not None and entry.status.state == "Active":
-            return
+        if result.spec == entry.spec:
+            running = entry.future is not None and not entry.future.done()
+            retrying = entry.retry is not None and entry.retry.is_alive()
+            done = result.spec == entry.applied and entry.status is not None and entry.status.state == "Active"
+            if running or retrying or done:
+                return  # nothing new: provider updates for unrelated objects cost no API call
         entry.spec = result.spec
         self._submit(key, entry)
 
