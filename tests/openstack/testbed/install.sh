@@ -13,7 +13,8 @@
 set -euo pipefail
 PKGS="mariadb-server rabbitmq-server python3-gunicorn python3-pymysql python3-keystone python3-keystoneclient
 python3-octavia python3-cinder python3-neutron python3-glance python3-nova python3-placement
-curl openssl iproute2 util-linux"
+curl openssl iproute2 util-linux
+e2fsprogs xfsprogs"  # the CSI node tests format, mount and grow real filesystems on loop devices
 
 missing=$(for p in $PKGS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
 if [ "${1:-}" = --check ]; then
