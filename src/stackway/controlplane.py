@@ -119,7 +119,7 @@ class ControlPlane:
         self.source_problems = tuple(source_problems)
         changed = self._changed_keys(objects)
         previous, self._objects = self._objects, dict(objects)
-        resources, self.store_problems = self.store.update(objects)
+        resources, self.store_problems = self.store.update(objects, changed)
         self.resources = resources
         services: set[tuple[str, str]] | None = None  # set: only EndpointSlices changed, of these Services
         if (

@@ -33,6 +33,17 @@ class ObjectKey:
     namespace: str
     name: str
 
+    def __post_init__(self) -> None:
+        # Keys are looked up in every index on every update: hash once, not on each lookup.
+        object.__setattr__(self, "_hash", hash((self.group, self.kind, self.namespace, self.name)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined,no-any-return]
+
+    def __reduce__(self) -> tuple[type[ObjectKey], tuple[str, str, str, str]]:
+        # String hashes differ between processes: rebuild (and rehash) rather than copy the cached hash.
+        return (ObjectKey, (self.group, self.kind, self.namespace, self.name))
+
     def __str__(self) -> str:
         where = f"{self.namespace}/{self.name}" if self.namespace else self.name
         return f"{self.kind}{'.' + self.group if self.group else ''} {where}"
