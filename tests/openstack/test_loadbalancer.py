@@ -114,10 +114,13 @@ def test_service_lifecycle_on_octavia(testbed: OpenStackTestbed, cloud: Cloud, c
         "web",
         annotations={ann.ENABLE_HEALTH_MONITOR: "true", ann.CONNECTION_LIMIT: "500"},
         ports=[{"port": 80, "nodePort": 30080}, {"port": 53, "protocol": "UDP", "nodePort": 30053}],
+        loadBalancerSourceRanges=["192.0.2.0/24"],
     )
     before = call_counts()
     run(controller, [svc2], [*NODES, node("worker-3", "10.0.0.13")])
     assert writes(before, call_counts()) == {"listener_update": 2}
+    for listener in act.observe(act.find(lb_name) or {}).listeners:
+        assert (listener["connection_limit"], listener["allowed_cidrs"]) == (500, ["192.0.2.0/24"])
     assert statuses[key].lb_id == lb["id"]
     assert statuses[key].ingress_ip == fip["floating_ip_address"]
 
@@ -240,6 +243,17 @@ def test_shared_load_balancer(testbed: OpenStackTestbed, cloud: Cloud, cluster: 
     observed = act.observe(act.octavia.get_load_balancer(lb["id"]))
     assert sorted(li["protocol_port"] for li in observed.listeners) == [80, 8080]
     assert guest.name in act.octavia.get_load_balancer(lb["id"])["tags"]
+    # The owner's next reconcile keeps the guest's tag.
+    act.ensure(owner)
+    assert guest.name in act.octavia.get_load_balancer(lb["id"])["tags"]
+    # A third Service is refused (max-shared-lb 2), and so is a port the owner holds; neither changes the LB.
+    for name, port in (("third", 9090), ("clash", 80)):
+        svc = service(name, annotations={ann.LOAD_BALANCER_ID: lb["id"]}, ports=[{"port": port, "nodePort": 30082}])
+        other = plan(svc, NODES, config).spec
+        assert other is not None
+        with pytest.raises(LoadBalancerError, match="max-shared-lb" if name == "third" else "port 80/TCP is taken"):
+            act.ensure(other)
+    assert len(act.observe(act.octavia.get_load_balancer(lb["id"])).listeners) == 2
     act.delete(guest.name, guest.floating_ip, guest.existing_id)
     observed = act.observe(act.octavia.get_load_balancer(lb["id"]))
     assert [li["protocol_port"] for li in observed.listeners] == [80]

@@ -27,6 +27,7 @@ from stackway.openstack.loadbalancer.diff import (
     ObservedPool,
     Step,
     immutable_conflicts,
+    sharing_conflicts,
     steps,
 )
 from stackway.openstack.loadbalancer.spec import FloatingIPSpec, LoadBalancerSpec
@@ -178,7 +179,7 @@ class Actuator:
         while True:
             observed = self.observe(lb) if lb is not None else None
             if observed is not None:
-                conflicts = immutable_conflicts(spec, observed)
+                conflicts = immutable_conflicts(spec, observed) + sharing_conflicts(spec, observed, spec.max_shared)
                 if conflicts:
                     raise LoadBalancerError("; ".join(conflicts))
             reread = False

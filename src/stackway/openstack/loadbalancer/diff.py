@@ -73,6 +73,29 @@ def immutable_conflicts(spec: LoadBalancerSpec, observed: Observed) -> list[str]
     return conflicts
 
 
+def sharing_conflicts(spec: LoadBalancerSpec, observed: Observed, max_shared: int) -> list[str]:
+    """Why this Service cannot join (or stay on) a load balancer named by ``load-balancer-id``: too many
+    Services on it already, or a port another Service's listener holds (Octavia would answer 409 forever)."""
+    if observed.lb.get("name") == spec.name:
+        return []
+    conflicts = []
+    sharers = {t for t in observed.lb.get("tags") or [] if t.startswith(names.LB_PREFIX)} | {observed.lb.get("name")}
+    if spec.name not in sharers and len(sharers) >= max_shared:
+        conflicts.append(
+            f"load balancer {observed.id} is already shared by {len(sharers)} Services (max-shared-lb {max_shared})"
+        )
+    foreign = {
+        (li.get("protocol_port"), li.get("protocol")): li.get("name")
+        for li in observed.listeners
+        if not names.owns_child(str(li.get("name")), spec.name)
+    }
+    for listener in spec.listeners:
+        other = foreign.get((listener.protocol_port, listener.protocol))
+        if other:
+            conflicts.append(f"port {listener.protocol_port}/{listener.protocol} is taken on {observed.id} by {other}")
+    return conflicts
+
+
 def _member_key(m: Json | MemberSpec) -> tuple[Any, ...]:
     if isinstance(m, MemberSpec):
         return (m.name, m.address, m.protocol_port, m.subnet_id or None, m.monitor_port or None)
@@ -151,7 +174,9 @@ def steps(spec: LoadBalancerSpec, observed: Observed | None) -> list[Step]:
     owned = observed.lb.get("name") == spec.name
     result: list[Step] = []
     if owned:
-        fields = _changed({"description": spec.description, "tags": sorted(spec.tags)}, observed.lb)
+        # Tags only grow here: Services sharing this LB (load-balancer-id) have added theirs.
+        tags = sorted({*(observed.lb.get("tags") or []), *spec.tags})
+        fields = _changed({"description": spec.description, "tags": tags}, observed.lb)
         if fields:
             result.append(Step("update_load_balancer", spec.name, lb_id, fields))
     elif spec.name not in (observed.lb.get("tags") or []):

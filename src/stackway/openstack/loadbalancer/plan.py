@@ -181,6 +181,7 @@ def plan(service: Service, nodes: Iterable[Node], config: LBConfig) -> Plan:
         hostname=options.hostname,
         warnings=tuple(warnings),
         serial=config.serial_api_calls,
+        max_shared=config.max_shared_lb,
     )
     return Plan(spec)
 

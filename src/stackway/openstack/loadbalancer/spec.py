@@ -144,6 +144,7 @@ class LoadBalancerSpec:
     #: Problems that stop nothing but that the user should see (e.g. a Service port Octavia can't serve).
     warnings: tuple[str, ...] = field(default=())
     serial: bool = False
+    max_shared: int = 2
 
     def create_body(self) -> dict[str, Any]:
         """One fully-populated create call: the LB with every listener, pool, member and monitor (or the bare
