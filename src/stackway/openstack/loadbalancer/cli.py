@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -37,6 +37,7 @@ lb_app = typer.Typer(
         "[bold]plan DIR[/bold]: what would be created or changed, without changing anything.\n\n"
         "[bold]apply DIR[/bold]: create/update every LB and wait until ACTIVE, with progress.\n\n"
         "[bold]list DIR[/bold]: this cluster's LBs, their state and address, and orphans.\n\n"
+        "[bold]show NAMESPACE/NAME[/bold]: one Service's LB tree (--wait: progress until ACTIVE).\n\n"
         "[bold]gc DIR[/bold]: delete LBs whose Service is gone (--dry-run only lists them).\n\n"
         "Credentials come from clouds.yaml: --os-cloud NAME or OS_CLOUD."
     ),
@@ -248,7 +249,8 @@ def list_command(directory: DirArg, cloud: Cloud = None, cluster_name: Cluster =
             str(lb.get("vip_address")),
             ", ".join(str(f["floating_ip_address"]) for f in fips),
         )
-    out.print(table)
+    # Piped into grep or a file, IDs must not be cut to the terminal's width.
+    (out if out.is_terminal else Console(width=250)).print(table)
 
 
 @lb_app.command("gc")
@@ -271,3 +273,60 @@ def gc_command(
         out.print(f"{verb} {orphan.name} ({orphan.lb['id']}): Service {orphan.namespace}/{orphan.service} is gone")
     if not orphans:
         out.print("no orphaned load balancers")
+
+
+@lb_app.command("show")
+def show_command(
+    service: Annotated[str, typer.Argument(help="The Service as NAMESPACE/NAME (or NAME in default).")],
+    cloud: Cloud = None,
+    cluster_name: Cluster = "kubernetes",
+    wait: Annotated[bool, typer.Option("--wait", help="Follow a pending LB until it is ACTIVE (or ERROR).")] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait: give up after this many seconds.")] = 600.0,
+) -> None:
+    """One Service's load balancer: state, VIP, floating IP, and each listener with its pool and members."""
+    namespace, _, name = service.rpartition("/")
+    lb_name = names.lb_name(cluster_name, namespace or "default", name)
+    actuator = make_actuator(cloud)
+    lb = actuator.find(lb_name)
+    if lb is None:
+        err.print(f"[red]no load balancer {lb_name}[/red] (is --cluster-name right?)")
+        raise typer.Exit(1)
+    if wait and str(lb.get("provisioning_status")).startswith("PENDING"):
+        lb = _follow(actuator, lb, lb_name, timeout)
+    fips = actuator.neutron.list_floating_ips(port_id=lb["vip_port_id"]) if lb.get("vip_port_id") else []
+    out.print(f"[bold]{lb_name}[/bold] {lb['id']}")
+    out.print(f"  provisioning {lb.get('provisioning_status')}, operating {lb.get('operating_status')}")
+    out.print(f"  VIP {lb.get('vip_address')} on subnet {lb.get('vip_subnet_id')}")
+    out.print(f"  floating IP {', '.join(str(f['floating_ip_address']) for f in fips) or '(none)'}")
+    observed = actuator.observe(lb)
+    pools = {p.pool["id"]: p for p in observed.pools}
+    for listener in sorted(observed.listeners, key=lambda li: (li.get("protocol_port"), li.get("protocol"))):
+        out.print(
+            f"  listener {listener['name']}: {listener['protocol']}/{listener['protocol_port']} "
+            f"{listener.get('provisioning_status')}"
+        )
+        pool = pools.get(str(listener.get("default_pool_id")))
+        if pool is None:
+            out.print("    (no pool)")
+            continue
+        monitor = f", monitor {pool.monitor['type']}" if pool.monitor else ""
+        out.print(f"    pool {pool.pool['name']}: {pool.pool['protocol']} {pool.pool['lb_algorithm']}{monitor}")
+        for member in sorted(pool.members, key=lambda m: str(m.get("name"))):
+            out.print(f"      member {member.get('name')} {member['address']}:{member['protocol_port']}")
+
+
+def _follow(actuator: Actuator, lb: dict[str, Any], lb_name: str, timeout: float) -> dict[str, Any]:
+    """A spinner with Octavia's state while the LB is PENDING_*; returns the LB once settled."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    started = time.monotonic()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out) as bar:
+        task = bar.add_task(f"{lb_name}: {lb.get('provisioning_status')}")
+        while str(lb.get("provisioning_status")).startswith("PENDING"):
+            if time.monotonic() - started > timeout:
+                err.print(f"[red]{lb_name} still {lb.get('provisioning_status')} after {timeout:.0f} s[/red]")
+                raise typer.Exit(1)
+            time.sleep(0.5)
+            lb = actuator.octavia.get_load_balancer(str(lb["id"]))
+            bar.update(task, description=f"{lb_name}: {lb.get('provisioning_status')}")
+    return lb
