@@ -129,5 +129,16 @@ async def test_up_with_os_cloud(testbed: OpenStackTestbed, tmp_path: Path) -> No
             return await service_status(url, "web") is None
 
         await until(unlisted, within=10)
+
+        # Every OpenStack call and every reconcile is on /metrics.
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+            metrics = await response.text()
+        for series in (
+            'openstack_api_requests_total{operation="loadbalancer_create",service="load-balancer"}',
+            'openstack_api_request_duration_seconds_count{operation="floating_ip_create",service="network"}',
+            'cloudprovider_openstack_reconcile_total{operation="loadbalancer_delete"}',
+            'stackway_loadbalancer_services{state="Active"}',
+        ):
+            assert series in metrics
     finally:
         await gateway.stop()

@@ -20,6 +20,7 @@ from stackway.openstack.clients.errors import OpenStackError
 from stackway.openstack.loadbalancer import names
 from stackway.openstack.loadbalancer.actuator import Actuator, LoadBalancerError, StillPending
 from stackway.openstack.loadbalancer.config import LBConfig
+from stackway.openstack.loadbalancer.metrics import RECONCILE_ERRORS, RECONCILE_SECONDS, RECONCILES, SERVICES
 from stackway.openstack.loadbalancer.plan import Plan, plan, wants_load_balancer
 from stackway.openstack.loadbalancer.spec import FloatingIPSpec, LoadBalancerSpec
 from stackway.resources.core import Node, Service
@@ -141,6 +142,8 @@ class LoadBalancerController:
                 spec, deleted, floating = entry.spec, entry.deleted, entry.floating
             lb = names.lb_name(self.config.cluster_name, *key)
             started = time.monotonic()
+            operation = "loadbalancer_delete" if deleted else "loadbalancer_ensure"
+            RECONCILES.labels(operation).inc()
             try:
                 if deleted:
                     self._publish(key, LBStatus("Deleting", lb))
@@ -165,12 +168,15 @@ class LoadBalancerController:
                 else:
                     return
             except (LoadBalancerError, StillPending, OpenStackError) as err:
+                RECONCILE_ERRORS.labels(operation).inc()
                 log.warning("load balancer reconcile failed", service="/".join(key), error=str(err))
                 state = "Pending" if isinstance(err, StillPending) or getattr(err, "retryable", False) else "Error"
                 status = LBStatus(state, lb, message=str(err), seconds=time.monotonic() - started)
             except Exception as err:  # a bug must not kill the worker thread silently
+                RECONCILE_ERRORS.labels(operation).inc()
                 log.exception("load balancer reconcile crashed", service="/".join(key))
                 status = LBStatus("Error", lb, message=f"internal error: {err}")
+            RECONCILE_SECONDS.labels(operation).observe(time.monotonic() - started)
             self._publish(key, status)
             with self._lock:
                 if status.state in ("Active", "Deleted"):
@@ -215,9 +221,19 @@ class LoadBalancerController:
                 if entry.status is not None and status.state in ("Pending", "Deleting") and not status.lb_id:
                     status = replace(status, lb_id=entry.status.lb_id, ingress_ip=entry.status.ingress_ip)
                 entry.status = status
+            self._count_states()
         self.on_status(key, status)
 
     # ---- output ------------------------------------------------------------------------------------
+
+    def _count_states(self) -> None:
+        """The per-state gauge; lock held by the caller."""
+        counts: dict[str, int] = dict.fromkeys(("Pending", "Active", "Invalid", "Error", "Deleting"), 0)
+        for entry in self._entries.values():
+            if entry.status is not None and entry.status.state in counts:
+                counts[entry.status.state] += 1
+        for state, count in counts.items():
+            SERVICES.labels(state).set(count)
 
     def statuses(self) -> Mapping[ServiceKey, LBStatus]:
         with self._lock:
