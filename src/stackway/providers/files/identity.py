@@ -62,6 +62,10 @@ class GenerationTracker:
             del self._seen[key]
         return out
 
+    def forget(self, key: ObjectKey) -> None:
+        """The object is gone: should it come back, it starts over (generation 1, a new creation time)."""
+        self._seen.pop(key, None)
+
     def stamp(self, raw: RawObject) -> RawObject:
         seen = self._seen.get(raw.key)
         if seen is not None and seen.raw is raw:

@@ -83,6 +83,10 @@ class FilesProvider:
         self._files: dict[str, _File] = {}
         self._tracker = GenerationTracker(clock)
         self._state = ProviderState(MappingProxyType({}), (), 0)
+        #: The merged objects as read (before stamping), and which file holds each (None: some object is in
+        #: more than one place, so every change merges all files again).
+        self._merged: dict[ObjectKey, RawObject] = {}
+        self._owners: dict[ObjectKey, str] | None = None
         self._stop = asyncio.Event()
         self._started = False
         self._lock = asyncio.Lock()
@@ -171,22 +175,68 @@ class FilesProvider:
             return True
 
     def _rescan(self, force: bool) -> ProviderState | None:
-        changed = False
+        changes: dict[str, _File | None] = {}  # files that changed → what they were (None: new)
         present: set[str] = set()
         for relative in manifest_files(self.root) if self.root.is_dir() else ():
             present.add(relative)
-            changed |= self._check(relative)
+            before = self._files.get(relative)
+            if self._check(relative):
+                changes[relative] = before
         for relative in [r for r in self._files if r not in present]:
-            del self._files[relative]
-            changed = True
-        if not changed and not force:
+            changes[relative] = self._files.pop(relative)
+        if not changes and not force:
             return None
-        merged = merge((r, f.good, f.result.problems) for r, f in self._files.items())
-        objects = self._tracker.stamp_all(merged.objects.values())
-        problems = merged.problems
-        if not force and objects == dict(self._state.objects) and problems == self._state.problems:
+        touched = None if force else self._merge_changes(changes)
+        previous = self._state
+        if touched is None:
+            merged = merge((r, f.good, f.result.problems) for r, f in self._files.items())
+            self._merged = dict(merged.objects)
+            self._owners = _owners(self._files)
+            objects = self._tracker.stamp_all(merged.objects.values())
+            problems = merged.problems
+            if not force and objects == dict(previous.objects) and problems == previous.problems:
+                return None
+        else:
+            objects = dict(previous.objects)
+            for key in touched:
+                raw = self._merged.get(key)
+                if raw is None:
+                    objects.pop(key, None)
+                    self._tracker.forget(key)
+                else:
+                    objects[key] = self._tracker.stamp(raw)
+            problems = tuple(
+                sorted(
+                    (p for f in sorted(self._files) for p in self._files[f].result.problems),
+                    key=lambda p: (p.file, p.line or 0),
+                )
+            )
+            if problems == previous.problems and all(objects.get(k) == previous.objects.get(k) for k in touched):
+                return None
+        return ProviderState(MappingProxyType(objects), problems, previous.generation + 1)
+
+    def _merge_changes(self, changes: Mapping[str, _File | None]) -> set[ObjectKey] | None:
+        """Fold changed files into the merged objects; returns the keys whose object may have changed, or
+        None when only a full merge gets it right (an object in two places: which one wins, and the
+        problems that says so, depend on every file holding it)."""
+        owners = self._owners
+        if owners is None:
             return None
-        return ProviderState(MappingProxyType(objects), problems, self._state.generation + 1)
+        removed = {obj.key for old in changes.values() if old is not None for obj in old.good}
+        added: dict[ObjectKey, tuple[str, RawObject]] = {}
+        for relative in changes:
+            now = self._files.get(relative)
+            for obj in now.good if now is not None else ():
+                owner = owners.get(obj.key)
+                if obj.key in added or (owner is not None and owner != relative and owner not in changes):
+                    return None
+                added[obj.key] = (relative, obj)
+        for key in removed - added.keys():
+            del self._merged[key], owners[key]
+        for key, (relative, obj) in added.items():
+            self._merged[key] = obj
+            owners[key] = relative
+        return removed | added.keys()
 
     def _check(self, relative: str) -> bool:
         """Re-read one file if its stat changed; True if what it contributes changed."""
@@ -213,3 +263,14 @@ class FilesProvider:
         if not result.parse_ok:
             log.warning("file does not parse; serving its last good objects", file=relative, kept=len(good))
         return True
+
+
+def _owners(files: Mapping[str, _File]) -> dict[ObjectKey, str] | None:
+    """Which file holds each object, or None if any object is held twice."""
+    owners: dict[ObjectKey, str] = {}
+    for relative, file in files.items():
+        for obj in file.good:
+            if obj.key in owners:
+                return None
+            owners[obj.key] = relative
+    return owners
