@@ -105,6 +105,9 @@ class ControlPlane:
     source_problems: tuple[SourceProblem, ...] = ()
     _unstamped: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
     _objects: dict[ObjectKey, RawObject] = field(default_factory=dict)
+    _kinds: Counter[str] = field(default_factory=Counter)
+    #: Keys changed by updates whose translation failed: their generations are refreshed on the next success.
+    _unsettled: set[ObjectKey] = field(default_factory=set)
     _ir: IR | None = None
     #: The last successful translation and what its build kept, so the next ones redo only what changed.
     _translated: TranslateResult | None = None
@@ -119,6 +122,7 @@ class ControlPlane:
         self.source_problems = tuple(source_problems)
         changed = self._changed_keys(objects)
         previous, self._objects = self._objects, dict(objects)
+        self._count_kinds(changed, previous, objects)
         resources, self.store_problems = self.store.update(objects, changed)
         self.resources = resources
         services: set[tuple[str, str]] | None = None  # set: only EndpointSlices changed, of these Services
@@ -139,11 +143,19 @@ class ControlPlane:
             self.system_error = f"{type(exc).__name__}: {exc}"
             metrics.TRANSLATIONS.labels("error").inc()
             log.exception("translation failed; the last good config keeps serving", error=self.system_error)
+            self._unsettled |= changed
             return PublishResult(None, False, self.system_error)
-        self._stamp_statuses(result.statuses)
-        self.generations = {k: _generation(objects[k]) for k in self.statuses if k in objects}
+        touched = self._stamp_statuses(result.statuses) | changed | self._unsettled
+        self._unsettled = set()
+        generations = dict(self.generations)
+        for key in touched:
+            if key in self.statuses and key in objects:
+                generations[key] = _generation(objects[key])
+            else:
+                generations.pop(key, None)
+        self.generations = generations
         self.translate_problems = result.problems
-        self._count(objects)
+        self._count_problems()
         self.system_error = None
         self._ir = result.ir
         self._translated, self._built = result, built
@@ -161,7 +173,9 @@ class ControlPlane:
         """Keys added, removed or replaced since the last update (providers hand over unchanged objects as is)."""
         old = self._objects
         changed = {k for k, raw in objects.items() if old.get(k) is not raw}
-        changed.update(k for k in old if k not in objects)
+        added = sum(1 for k in changed if k not in old)
+        if len(old) > len(objects) - added:  # some keys are gone
+            changed.update(k for k in old if k not in objects)
         return changed
 
     def _endpoints_only(self, resources: Resources, services: set[tuple[str, str]], started: float) -> PublishResult:
@@ -175,23 +189,41 @@ class ControlPlane:
             return PublishResult(self.snapshot, False)
         return self._publish(self.snapshot.with_changes({ENDPOINT: updated}), started, "endpoints")
 
-    def _stamp_statuses(self, fresh: dict[ObjectKey, dict[str, Any]]) -> None:
-        """Statuses with real transition times; an unchanged status is reused as is (a dict compare)."""
+    def _stamp_statuses(self, fresh: dict[ObjectKey, dict[str, Any]]) -> set[ObjectKey]:
+        """Statuses with real transition times; an unchanged status is reused as is (the translator hands
+        unchanged ones over as the very same dicts, else a dict compare). Returns the keys whose status
+        appeared or went."""
         now = utc_now()
-        stamped: dict[ObjectKey, dict[str, Any]] = {}
-        for key, status in fresh.items():
-            previous = self._unstamped.get(key)
-            if previous is not None and previous == status:
-                stamped[key] = self.statuses[key]
-            else:
-                stamped[key] = stamp_transition_times(self.statuses.get(key), copy.deepcopy(status), now)
+        before = self._unstamped
+        stamped = dict(self.statuses)
+        appeared: set[ObjectKey] = set()
+        for key in [k for k, status in fresh.items() if before.get(k) is not status]:
+            status, previous = fresh[key], before.get(key)
+            if previous is None:
+                appeared.add(key)
+            elif previous == status:
+                continue
+            stamped[key] = stamp_transition_times(stamped.get(key), copy.deepcopy(status), now)
+        if len(before) > len(fresh) - len(appeared):  # some statuses went
+            gone = [k for k in before if k not in fresh]
+            appeared.update(gone)
+            for key in gone:
+                del stamped[key]
         self._unstamped = fresh
         self.statuses = stamped
+        return appeared
 
-    def _count(self, objects: Mapping[ObjectKey, RawObject]) -> None:
-        kinds = Counter(k.kind for k in objects)
-        for kind, n in kinds.items():
-            metrics.OBJECTS.labels(kind).set(n)
+    def _count_kinds(
+        self, changed: set[ObjectKey], before: Mapping[ObjectKey, RawObject], objects: Mapping[ObjectKey, RawObject]
+    ) -> None:
+        """Objects by kind as a metric, kept up to date from the keys that changed."""
+        for key in changed:
+            delta = (key in objects) - (key in before)
+            if delta:
+                self._kinds[key.kind] += delta
+                metrics.OBJECTS.labels(key.kind).set(self._kinds[key.kind])
+
+    def _count_problems(self) -> None:
         problems: list[StoreProblem | Problem] = [*self.store_problems, *self.translate_problems]
         for severity in ("error", "warning"):
             metrics.PROBLEMS.labels(severity).set(sum(1 for p in problems if p.severity == severity))

@@ -121,3 +121,30 @@ def test_a_translation_bug_keeps_the_last_good_snapshot(monkeypatch: pytest.Monk
     assert control.snapshot.version == good
     assert control.system_error == "RuntimeError: a bug"
     assert any("internal" in p["message"] for p in control.problem_document())
+
+
+def test_generations_catch_up_after_a_failed_translation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generations are kept from the keys each update changed; those of a failed update are not lost."""
+    import stackway.controlplane as cp
+
+    state = objects(CLASS, GATEWAY, ROUTE, SERVICE)
+    control = ControlPlane()
+    control.update(state)
+    route_key = key_of(ROUTE)
+    assert control.generations[route_key] == 1
+    edited = copy.deepcopy(ROUTE)
+    edited["metadata"]["generation"] = 2
+    state[route_key] = RawObject(route_key, edited, Source("m.yaml", 1))
+    real = cp.translate
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cp, "translate", broken)
+    control.update(dict(state))
+    monkeypatch.setattr(cp, "translate", real)
+    service = copy.deepcopy(SERVICE)
+    service["metadata"]["labels"] = {"touched": "yes"}
+    state[key_of(service)] = RawObject(key_of(service), service, Source("m.yaml", 1))
+    control.update(dict(state))  # the route is the same object as in the failed update
+    assert control.generations[route_key] == 2

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from tests.golden.goldens import load_manifests
 
+from stackway.controlplane import ControlPlane
 from stackway.resources.raw import ObjectKey, RawObject, key_of
 from stackway.resources.store import ResourceStore
 from stackway.translate import Options, TranslateResult, translate
@@ -28,13 +29,15 @@ STAMPS = ["", "2024-06-01T00:00:00Z", "2025-01-01T00:00:00Z", "2025-01-01T00:00:
 
 
 class World:
-    """A provider's state that a test edits, checking incremental against full translation after each edit."""
+    """A provider's state that a test edits, checking incremental against full translation after each edit
+    (and a control plane fed every state against the same full translation)."""
 
     def __init__(self, objects: dict[ObjectKey, RawObject]) -> None:
         self.objects = dict(objects)
         self.store = ResourceStore()
         self.result: TranslateResult | None = None
         self.built: BuildMemo | None = None
+        self.control = ControlPlane(options=OPTIONS)
 
     def docs(self, *kinds: str) -> list[dict[str, Any]]:
         return [dict(raw.body) for key, raw in sorted(self.objects.items()) if key.kind in kinds]
@@ -63,6 +66,27 @@ class World:
             assert snapshot.versions == expected.versions
             self.built = built
         self.result = result
+        published = self.control.update(self.objects)
+        if expected is not None:
+            assert published.snapshot is not None
+            assert published.snapshot.version == expected.version
+            assert {k: untimed(v) for k, v in self.control.statuses.items()} == {
+                k: untimed(v) for k, v in full.statuses.items()
+            }
+            assert self.control.generations == {
+                k: raw.body["metadata"].get("generation", 1)
+                for k, raw in self.objects.items()
+                if k in self.control.statuses
+            }
+
+
+def untimed(value: Any) -> Any:
+    """A status without its lastTransitionTimes (the control plane stamps real ones)."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if k != "lastTransitionTime"}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
 
 
 def mutate(rng: random.Random, doc: dict[str, Any]) -> dict[str, Any]:

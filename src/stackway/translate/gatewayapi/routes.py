@@ -394,17 +394,19 @@ def _diff(
     maps: tuple[Mapping[NsName, AnyRoute], ...], prev: RouteMemo
 ) -> list[tuple[AnyRoute | None, Outcome | None, SortKey | None]]:
     """(route now or None if deleted, its previous outcome or None if new, its sort key now) of every route
-    that is not the very object (or an equal one) it was."""
+    that is neither the very object nor an equal one it was."""
     changed: list[tuple[AnyRoute | None, Outcome | None, SortKey | None]] = []
     for rank, (current, before, known) in enumerate(zip(maps, prev.routes, prev.outcomes, strict=True)):
         if current is before:
             continue
+        replaced = [k for k, route in current.items() if before.get(k) is not route]  # the one pass over all
         added = 0
-        for (ns, name), route in current.items():  # the one pass over every route: keep it lean
-            old = known.get((ns, name))
-            if old is None or (old.route is not route and old.route != route):
-                added += old is None
-                changed.append((route, old, (route.metadata.creation_timestamp, ns, name, rank)))
+        for nsname in replaced:
+            route, old = current[nsname], known.get(nsname)
+            if old is not None and old.route == route:
+                continue
+            added += old is None
+            changed.append((route, old, (route.metadata.creation_timestamp, nsname[0], nsname[1], rank)))
         if len(known) > len(current) - added:
             changed.extend((None, old, None) for nsname, old in known.items() if nsname not in current)
     return changed
