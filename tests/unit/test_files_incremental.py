@@ -66,4 +66,8 @@ def test_incremental_states_equal_full_merges(tmp_path: Path) -> None:
         assert dict(a.objects) == dict(b.objects), n
         assert a.problems == b.problems, n
         assert a.generation == b.generation
+        if a.changed is not None:  # the hint names exactly the keys whose object is another one
+            before = incremental._state.objects
+            assert a.base is before
+            assert a.changed == {k for k in a.objects.keys() | before.keys() if a.objects.get(k) is not before.get(k)}
         incremental._state, full._state = a, b

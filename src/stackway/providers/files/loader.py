@@ -83,6 +83,13 @@ def load_file(path: Path | str, root: Path | str) -> FileResult:
 
 def read_file(path: Path | str, root: Path | str) -> tuple[FileResult, bytes]:
     """load_file that also returns the bytes it read, so a watcher can tell a same-content save apart."""
+    relative, data, failed = read_bytes(path, root)
+    return (failed if failed is not None else parse_file(relative, data)), data
+
+
+def read_bytes(path: Path | str, root: Path | str) -> tuple[str, bytes, FileResult | None]:
+    """(name relative to root, bytes, None), or a FileResult saying why the file could not be read: parsing
+    is left to the caller, which may find the bytes are the ones it parsed last time."""
     root = Path(root)
     full = root / path
     try:
@@ -93,10 +100,10 @@ def read_file(path: Path | str, root: Path | str) -> tuple[FileResult, bytes]:
         with open(full, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        return _failed(relative, None, f"cannot read: {exc.strerror or exc}"), b""
+        return relative, b"", _failed(relative, None, f"cannot read: {exc.strerror or exc}")
     if len(data) > MAX_FILE_BYTES:
-        return _failed(relative, None, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; not read"), data
-    return parse_file(relative, data), data
+        return relative, data, _failed(relative, None, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; not read")
+    return relative, data, None
 
 
 def parse_file(relative: str, data: bytes) -> FileResult:

@@ -16,7 +16,7 @@ import os
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -25,7 +25,7 @@ import structlog
 import watchfiles
 
 from stackway.providers.files.identity import GenerationTracker
-from stackway.providers.files.loader import FileProblem, FileResult, manifest_files, merge, read_file
+from stackway.providers.files.loader import FileProblem, FileResult, manifest_files, merge, parse_file, read_bytes
 from stackway.resources.raw import ObjectKey, RawObject
 
 log = structlog.get_logger("stackway.providers.files")
@@ -45,6 +45,10 @@ class ProviderState:
     objects: Mapping[ObjectKey, RawObject]
     problems: tuple[FileProblem, ...]
     generation: int
+    #: When the provider knows it: the keys whose object differs from `base`, the objects of the state it
+    #: delivered before, so that a consumer which saw `base` need not compare every object to find them.
+    changed: frozenset[ObjectKey] | None = field(default=None, compare=False)
+    base: Mapping[ObjectKey, RawObject] | None = field(default=None, compare=False, repr=False)
 
 
 OnChange = Callable[[ProviderState], Awaitable[None]]
@@ -86,6 +90,7 @@ class FilesProvider:
         #: The merged objects as read (before stamping), and which file holds each (None: some object is in
         #: more than one place, so every change merges all files again).
         self._merged: dict[ObjectKey, RawObject] = {}
+        self._objects: dict[ObjectKey, RawObject] = {}  # what the last state delivered holds (a plain dict copies fast)
         self._owners: dict[ObjectKey, str] | None = None
         self._stop = asyncio.Event()
         self._started = False
@@ -197,7 +202,7 @@ class FilesProvider:
             if not force and objects == dict(previous.objects) and problems == previous.problems:
                 return None
         else:
-            objects = dict(previous.objects)
+            objects = self._objects.copy()
             for key in touched:
                 raw = self._merged.get(key)
                 if raw is None:
@@ -211,8 +216,14 @@ class FilesProvider:
                     key=lambda p: (p.file, p.line or 0),
                 )
             )
-            if problems == previous.problems and all(objects.get(k) == previous.objects.get(k) for k in touched):
+            changed = frozenset(k for k in touched if objects.get(k) is not previous.objects.get(k))
+            if problems == previous.problems and all(objects.get(k) == previous.objects.get(k) for k in changed):
                 return None
+            self._objects = objects
+            return ProviderState(
+                MappingProxyType(objects), problems, previous.generation + 1, changed, previous.objects
+            )
+        self._objects = objects
         return ProviderState(MappingProxyType(objects), problems, previous.generation + 1)
 
     def _merge_changes(self, changes: Mapping[str, _File | None]) -> set[ObjectKey] | None:
@@ -253,11 +264,13 @@ class FilesProvider:
             # Modified within a timestamp tick or so: a write after our read might leave size and mtime as
             # they are. Do not trust this stat; the digest still spares a callback when nothing changed.
             current = None
-        result, data = read_file(relative, self.root)
-        digest = hashlib.sha256(data).hexdigest()
-        if known is not None and known.digest == digest and result.parse_ok == known.result.parse_ok:
-            known.stat = current  # same bytes written again
+        name, data, failed = read_bytes(relative, self.root)
+        # A file that could not be read gets a digest no content has, so it never passes for unchanged.
+        digest = hashlib.sha256(data).hexdigest() if failed is None else f"unread: {failed.problems[0].message}"
+        if known is not None and known.digest == digest:
+            known.stat = current  # same bytes written again: not even parsed
             return False
+        result = failed if failed is not None else parse_file(name, data)
         good = result.objects if result.parse_ok else (known.good if known else ())
         self._files[relative] = _File(current, digest, result, good)
         if not result.parse_ok:
