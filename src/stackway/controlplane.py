@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import structlog
@@ -57,21 +58,23 @@ def stamp_transition_times(old: Mapping[str, Any] | None, new: dict[str, Any], n
     Kubernetes moves lastTransitionTime only when a condition's status flips; a message or reason change,
     or a mere re-translation, must not look like a transition.
     """
-
-    def walk(o: Any, n: Any) -> None:
-        if isinstance(n, dict):
-            if "lastTransitionTime" in n:
-                same = isinstance(o, dict) and o.get("status") == n.get("status") and o.get("lastTransitionTime")
-                n["lastTransitionTime"] = o["lastTransitionTime"] if same else now
-            for k, v in n.items():
-                walk(o.get(k) if isinstance(o, dict) else None, v)
-        elif isinstance(n, list):
-            index = {_identity(x): x for x in o} if isinstance(o, list) else {}
-            for item in n:
-                walk(index.get(_identity(item)), item)
-
-    walk(old, new)
+    _stamp_walk(old, new, now)
     return new
+
+
+def _stamp_walk(o: Any, n: Any, now: str) -> None:
+    # A module-level function, not a closure: a recursive closure is a reference cycle left for the
+    # garbage collector on every call.
+    if isinstance(n, dict):
+        if "lastTransitionTime" in n:
+            same = isinstance(o, dict) and o.get("status") == n.get("status") and o.get("lastTransitionTime")
+            n["lastTransitionTime"] = o["lastTransitionTime"] if same else now
+        for k, v in n.items():
+            _stamp_walk(o.get(k) if isinstance(o, dict) else None, v, now)
+    elif isinstance(n, list):
+        index = {_identity(x): x for x in o} if isinstance(o, list) else {}
+        for item in n:
+            _stamp_walk(index.get(_identity(item)), item, now)
 
 
 def _identity(item: Any) -> Any:
@@ -105,6 +108,7 @@ class ControlPlane:
     source_problems: tuple[SourceProblem, ...] = ()
     _unstamped: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
     _objects: dict[ObjectKey, RawObject] = field(default_factory=dict)
+    _received: Mapping[ObjectKey, RawObject] | None = None  # the mapping the last update was given, as is
     _kinds: Counter[str] = field(default_factory=Counter)
     #: Keys changed by updates whose translation failed: their generations are refreshed on the next success.
     _unsettled: set[ObjectKey] = field(default_factory=set)
@@ -114,14 +118,29 @@ class ControlPlane:
     _built: BuildMemo | None = None
 
     def update(
-        self, objects: Mapping[ObjectKey, RawObject], source_problems: Sequence[SourceProblem] = ()
+        self,
+        objects: Mapping[ObjectKey, RawObject],
+        source_problems: Sequence[SourceProblem] = (),
+        *,
+        changed: Collection[ObjectKey] | None = None,
+        base: Mapping[ObjectKey, RawObject] | None = None,
     ) -> PublishResult:
         """Translate and build from every object a provider knows; `source_problems` are the provider's own
-        (a file that does not parse), reported beside the objects' problems."""
+        (a file that does not parse), reported beside the objects' problems.
+
+        A provider that knows which keys differ from the objects it handed over before says so with
+        `changed` and `base` (those objects); the hint is used if `base` is the very mapping the previous
+        call received, and otherwise every object is compared."""
         started = time.perf_counter()
         self.source_problems = tuple(source_problems)
-        changed = self._changed_keys(objects)
-        previous, self._objects = self._objects, dict(objects)
+        if changed is not None and base is not None and base is self._received:
+            changed = set(changed)
+        else:
+            changed = self._changed_keys(objects)
+        self._received = objects
+        previous = self._objects
+        # A provider's mapping is copied (a dict or read-only proxy clones its table without rehashing).
+        self._objects = objects.copy() if isinstance(objects, dict | MappingProxyType) else dict(objects)
         self._count_kinds(changed, previous, objects)
         resources, self.store_problems = self.store.update(objects, changed)
         self.resources = resources

@@ -76,7 +76,7 @@ class ControlService:
         """A provider's new state: translate, publish if it changed, log problems as they come and go."""
         if self.load_balancers is not None:
             self.load_balancers.on_objects(state.objects)  # returns at once: the controller works on threads
-        result = self.control.update(state.objects, state.problems)
+        result = self.control.update(state.objects, state.problems, changed=state.changed, base=state.base)
         self._shrink.observe(len(state.objects))
         self._log_problems()
         if result.snapshot is not None and result.changed:

@@ -148,3 +148,19 @@ def test_generations_catch_up_after_a_failed_translation(monkeypatch: pytest.Mon
     state[key_of(service)] = RawObject(key_of(service), service, Source("m.yaml", 1))
     control.update(dict(state))  # the route is the same object as in the failed update
     assert control.generations[route_key] == 2
+
+
+def test_a_change_hint_is_used_only_against_the_mapping_it_names() -> None:
+    first = objects(CLASS, GATEWAY, ROUTE, SERVICE)
+    control = ControlPlane()
+    control.update(first)
+    edited = copy.deepcopy(ROUTE)
+    edited["spec"]["hostnames"] = ["a.example"]
+    second = {**first, key_of(edited): RawObject(key_of(edited), edited, Source("m.yaml", 1))}
+    control.update(second, changed={key_of(edited)}, base=first)
+    assert control.statuses[key_of(edited)] is not None
+    assert control.resources.http_routes[("default", "r")].spec.hostnames == ("a.example",)
+    # A hint relative to a state this control plane never saw is ignored: the objects are compared instead.
+    third = {k: v for k, v in second.items() if k != key_of(edited)}
+    control.update(third, changed=set(), base=first)
+    assert ("default", "r") not in control.resources.http_routes

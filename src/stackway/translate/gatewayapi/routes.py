@@ -150,7 +150,10 @@ class RouteTranslator:
             memo = self._full()
         for lid, count in memo.attached.items():
             self.listeners[lid].attached_routes = count
-        self.ctx.statuses.update(memo.statuses)
+        # The route statuses first, as a copy of the memo's table (no key is hashed again), then the others.
+        statuses = dict(memo.statuses)
+        statuses.update(self.ctx.statuses)
+        self.ctx.statuses = statuses
         for outcome in sorted(memo.troubled.values(), key=lambda o: o.label):
             self.ctx.problems.extend(outcome.problems)
         self._memo = memo
