@@ -9,13 +9,17 @@ to ready pods only would never let the first Envoy in. The Service therefore pub
 readiness still gates rollouts and says whether a replica is in sync, but not whether it is reachable. For the
 same reason the rollout replaces one replica at a time without a surge (the Envoys of the replaced replica
 reconnect and make the new one ready), and the disruption budget lets not-ready replicas be evicted.
+
+With `openstack_cloud` the same pods also run the OpenStack load-balancer controller (only the Lease holder
+acts on Octavia): the operator's Secret with clouds.yaml is mounted read-only and the cloud settings become
+`serve` flags. Nothing else changes, so the rendering without it stays exactly what it was.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from stackway.deploy.options import ADMIN_PORT, CONTROL_PLANE_NAME, XDS_PORT, DeployOptions
+from stackway.deploy.options import ADMIN_PORT, CONTROL_PLANE_NAME, OPENSTACK_CONFIG_DIR, XDS_PORT, DeployOptions
 
 #: Requests size the scheduler's view; the memory limit bounds a leak, the CPU limit a hot loop. Translation
 #: of a large cluster is bursty and single-threaded, so one CPU is the useful ceiling.
@@ -38,14 +42,37 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
+#: The volume carrying the operator's clouds.yaml Secret.
+CLOUD_VOLUME = "cloud-config"
+
+
 def serve_args(options: DeployOptions) -> list[str]:
-    """`stackway serve` flags: listen on the pod IP for both ports (the Service and the kubelet dial it)."""
-    return [
+    """`stackway serve` flags: listen on the pod IP for both ports (the Service and the kubelet dial it), and
+    the load-balancer settings when a cloud is configured."""
+    args = [
         "serve",
         f"--xds=0.0.0.0:{XDS_PORT}",
         f"--admin=0.0.0.0:{ADMIN_PORT}",
         f"--log-level={options.log_level}",
     ]
+    return args + load_balancer_args(options)
+
+
+def load_balancer_args(options: DeployOptions) -> list[str]:
+    """The `serve` flags of the OpenStack load balancers; none without a cloud. The cluster name is always
+    written out: it goes into every load balancer's name, so the Deployment should say which it is."""
+    if options.openstack_cloud is None:
+        return []
+    args = [f"--os-cloud={options.openstack_cloud}", f"--cluster-name={options.lb_cluster_name}"]
+    if options.lb_subnet_id is not None:
+        args.append(f"--subnet-id={options.lb_subnet_id}")
+    if options.lb_floating_network_id is not None:
+        args.append(f"--floating-network-id={options.lb_floating_network_id}")
+    if options.lb_create_monitor:
+        args.append("--create-monitor")
+    if options.lb_serial_api_calls:
+        args.append("--serial-api-calls")
+    return args
 
 
 def control_plane_objects(options: DeployOptions, labels: dict[str, str]) -> list[dict[str, Any]]:
@@ -54,17 +81,25 @@ def control_plane_objects(options: DeployOptions, labels: dict[str, str]) -> lis
     selector = {"app.kubernetes.io/name": CONTROL_PLANE_NAME, "app.kubernetes.io/component": "control-plane"}
     pod_labels = {**labels, **selector}
     meta = {"name": CONTROL_PLANE_NAME, "namespace": ns, "labels": pod_labels}
-    downward = [
+    env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if options.load_balancers:
+        # clouds.yaml is a file openstacksdk finds through OS_CLIENT_CONFIG_FILE; mounting the whole Secret
+        # (not one key) also brings any CA bundle or client key that clouds.yaml refers to by path.
+        env.append({"name": "OS_CLIENT_CONFIG_FILE", "value": options.clouds_yaml_path})
+        mounts.append({"name": CLOUD_VOLUME, "mountPath": OPENSTACK_CONFIG_DIR, "readOnly": True})
+        volumes.append({"name": CLOUD_VOLUME, "secret": {"secretName": options.openstack_secret}})
     container = {
         "name": "stackway",
         "image": options.image,
         "imagePullPolicy": options.image_pull_policy,
         "command": ["stackway"],
         "args": serve_args(options),
-        "env": downward,
+        "env": env,
         "ports": [
             {"name": "xds", "containerPort": XDS_PORT, "protocol": "TCP"},
             {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
@@ -79,7 +114,7 @@ def control_plane_objects(options: DeployOptions, labels: dict[str, str]) -> lis
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "admin"}, "periodSeconds": 5},
         "resources": RESOURCES,
         "securityContext": container_security_context(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": mounts,
     }
     deployment = {
         "apiVersion": "apps/v1",
@@ -109,7 +144,7 @@ def control_plane_objects(options: DeployOptions, labels: dict[str, str]) -> lis
                         }
                     },
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": volumes,
                 },
             },
         },

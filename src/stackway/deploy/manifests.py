@@ -17,6 +17,7 @@ from stackway import __version__
 from stackway.deploy.controlplane import control_plane_objects
 from stackway.deploy.envoy import envoy_objects
 from stackway.deploy.options import (
+    CLOUDS_YAML,
     GATEWAY_API_VERSION,
     GATEWAY_CONTROLLER_NAME,
     INGRESS_CONTROLLER_NAME,
@@ -87,5 +88,13 @@ def render_yaml(options: DeployOptions | None = None) -> str:
         f"# kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/download/"
         f"{GATEWAY_API_VERSION}/standard-install.yaml\n"
     )
+    if options is not None and options.openstack_cloud is not None:
+        # The Secret is a prerequisite like the CRDs: credentials are never rendered.
+        header += (
+            f"# OpenStack load balancers: requires a Secret with a {CLOUDS_YAML} that defines cloud "
+            f"{options.openstack_cloud!r}:\n"
+            f"# kubectl -n {options.namespace} create secret generic {options.openstack_secret} "
+            f"--from-file={CLOUDS_YAML}\n"
+        )
     documents = [dump(obj) for obj in render(options)]
     return header + "---\n" + "---\n".join(documents)

@@ -7,10 +7,11 @@ dial, the Lease the replicas elect through, the labels the selectors match) live
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from stackway import __version__
+from stackway.openstack.loadbalancer.config import LBConfig
 from stackway.translate.conditions import CONTROLLER_NAME
 
 #: The Gateway API release whose CRDs must be installed before these manifests (standard channel).
@@ -37,7 +38,25 @@ ENVOY_NAME = "stackway-envoy"
 #: The `cluster` Envoys report in their node; per-node snapshots key on the node id (the pod name).
 ENVOY_CLUSTER = "stackway"
 
+#: With OpenStack load balancers: the Secret's keys appear as files here (read-only), and openstacksdk reads the
+#: one named `CLOUDS_YAML` through OS_CLIENT_CONFIG_FILE. The usual place, so a clouds.yaml that refers to a
+#: CA bundle or key shipped in the same Secret (e.g. `cacert: /etc/openstack/ca.pem`) works unchanged.
+OPENSTACK_CONFIG_DIR = "/etc/openstack"
+CLOUDS_YAML = "clouds.yaml"
+
 EnvoyKind = Literal["DaemonSet", "Deployment"]
+
+#: DeployOptions fields that only mean something with `openstack_cloud` set.
+_LB_FIELDS = frozenset(
+    {
+        "openstack_secret",
+        "lb_cluster_name",
+        "lb_subnet_id",
+        "lb_floating_network_id",
+        "lb_create_monitor",
+        "lb_serial_api_calls",
+    }
+)
 
 
 def default_image() -> str:
@@ -83,6 +102,19 @@ class DeployOptions:
     ingress_class: str = "stackway"
     #: Mark the IngressClass as the cluster default (Ingresses without ingressClassName become stackway's).
     ingress_class_default: bool = False
+    #: OpenStack load balancers: the cloud's name in clouds.yaml. Set, the leader gives every Service of type
+    #: LoadBalancer an Octavia load balancer (`stackway serve --os-cloud`); None renders none of it.
+    openstack_cloud: str | None = None
+    #: Secret in `namespace` whose `clouds.yaml` key defines `openstack_cloud`. Not rendered: credentials are the
+    #: operator's to create (and rotate), never something a manifest generator should print.
+    openstack_secret: str = "stackway-cloud-config"
+    #: The `serve` flags of the same names (OCCM's [LoadBalancer] settings); annotations override them per
+    #: Service. The cluster name goes into every LB name, so two clusters sharing a project must differ.
+    lb_cluster_name: str = LBConfig.cluster_name
+    lb_subnet_id: str | None = None
+    lb_floating_network_id: str | None = None
+    lb_create_monitor: bool = False
+    lb_serial_api_calls: bool = False
 
     def __post_init__(self) -> None:
         if self.envoy_kind not in ("DaemonSet", "Deployment"):
@@ -91,6 +123,23 @@ class DeployOptions:
             raise ValueError("replicas and envoy_replicas must be at least 1")
         if self.drain_seconds < 0 or self.envoy_concurrency < 0:
             raise ValueError("drain_seconds and envoy_concurrency cannot be negative")
+        if self.openstack_cloud == "":
+            raise ValueError("openstack_cloud must name a cloud in clouds.yaml (None disables load balancers)")
+        if self.openstack_cloud is None:
+            # Settings that would be silently ignored are a mistake worth stopping the rendering for.
+            ignored = [f.name for f in fields(self) if f.name in _LB_FIELDS and getattr(self, f.name) != f.default]
+            if ignored:
+                raise ValueError(f"{', '.join(ignored)}: OpenStack load-balancer settings need openstack_cloud")
+
+    @property
+    def load_balancers(self) -> bool:
+        """Whether the control plane runs the OpenStack load-balancer controller (and needs its grants)."""
+        return self.openstack_cloud is not None
+
+    @property
+    def clouds_yaml_path(self) -> str:
+        """Where the pod reads clouds.yaml: the mounted Secret's `clouds.yaml` key."""
+        return f"{OPENSTACK_CONFIG_DIR}/{CLOUDS_YAML}"
 
     @property
     def xds_host(self) -> str:
