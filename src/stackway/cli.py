@@ -249,10 +249,59 @@ def manifests(
         bool, typer.Option("--csi", help="Also print the Cinder CSI driver (see `stackway csi --help`).")
     ] = False,
     csi_driver_name: Annotated[str, typer.Option(help="With --csi: the CSI driver name.")] = "cinder.csi.openstack.org",
+    os_cloud: Annotated[
+        str | None,
+        typer.Option(
+            "--os-cloud",
+            help="Cloud name in the Secret's clouds.yaml (see --os-cloud-secret): the leader then gives Services "
+            "of type LoadBalancer Octavia load balancers (`serve --os-cloud`). Adds the Secret mount and RBAC for "
+            "it: list/watch nodes, get/update services and services/status, create events.",
+        ),
+    ] = None,
+    os_cloud_secret: Annotated[
+        str,
+        typer.Option(
+            "--os-cloud-secret",
+            help="With --os-cloud: Secret in --namespace whose key clouds.yaml defines that cloud, mounted at "
+            "/etc/openstack (a CA bundle may sit beside it: clouds.yaml's cacert: /etc/openstack/ca.pem). Create "
+            "it first, e.g. `kubectl -n stackway-system create secret generic stackway-cloud-config "
+            "--from-file=clouds.yaml`.",
+        ),
+    ] = "stackway-cloud-config",
+    lb_cluster_name: Annotated[
+        str,
+        typer.Option(
+            "--lb-cluster-name",
+            help="With --os-cloud: goes into every LB name (`serve --cluster-name`); unique per project.",
+        ),
+    ] = "kubernetes",
+    lb_subnet_id: Annotated[
+        str | None,
+        typer.Option("--lb-subnet-id", help="With --os-cloud: default VIP subnet (`serve --subnet-id`)."),
+    ] = None,
+    lb_floating_network_id: Annotated[
+        str | None,
+        typer.Option(
+            "--lb-floating-network-id",
+            help="With --os-cloud: external network for floating IPs (`serve --floating-network-id`).",
+        ),
+    ] = None,
+    lb_create_monitor: Annotated[
+        bool,
+        typer.Option("--lb-create-monitor", help="With --os-cloud: health monitors (`serve --create-monitor`)."),
+    ] = False,
+    lb_serial_api_calls: Annotated[
+        bool,
+        typer.Option(
+            "--lb-serial-api-calls",
+            help="With --os-cloud: one Octavia call at a time (`serve --serial-api-calls`).",
+        ),
+    ] = False,
 ) -> None:
     """Print everything a cluster needs (RBAC, control plane, Envoys, classes) as YAML for `kubectl apply -f -`.
 
     The Gateway API CRDs are a prerequisite and are not included; the output's first line names the version.
+    With --os-cloud, so is the Secret with clouds.yaml (credentials are never printed); the header says how.
     """
     from stackway.deploy import DeployOptions, parse_selector, parse_toleration, render_yaml
 
@@ -264,6 +313,19 @@ def manifests(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     defaults = DeployOptions()
+    if os_cloud is None:
+        # Without a cloud these would be dropped silently: say which flag needs --os-cloud instead.
+        given = {
+            "--os-cloud-secret": os_cloud_secret != defaults.openstack_secret,
+            "--lb-cluster-name": lb_cluster_name != defaults.lb_cluster_name,
+            "--lb-subnet-id": lb_subnet_id is not None,
+            "--lb-floating-network-id": lb_floating_network_id is not None,
+            "--lb-create-monitor": lb_create_monitor,
+            "--lb-serial-api-calls": lb_serial_api_calls,
+        }
+        if any(given.values()):
+            flags = ", ".join(flag for flag, set_ in given.items() if set_)
+            raise typer.BadParameter(f"{flags} only apply to the load balancers: add --os-cloud NAME")
     options = DeployOptions(
         namespace=namespace,
         image=image or defaults.image,
@@ -274,6 +336,13 @@ def manifests(
         host_network=host_network,
         node_selector=selector,
         tolerations=tolerations,
+        openstack_cloud=os_cloud,
+        openstack_secret=os_cloud_secret,
+        lb_cluster_name=lb_cluster_name,
+        lb_subnet_id=lb_subnet_id,
+        lb_floating_network_id=lb_floating_network_id,
+        lb_create_monitor=lb_create_monitor,
+        lb_serial_api_calls=lb_serial_api_calls,
     )
     sys.stdout.write(render_yaml(options))
     if csi:
