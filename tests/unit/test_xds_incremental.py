@@ -115,8 +115,10 @@ def edit(rng: random.Random, config: ir.IR, step: int) -> ir.IR:
         routes.insert(rng.randint(0, len(routes)), random_route(rng, f"added/{step}"))
     elif choice < 0.75 and routes:
         del routes[rng.randrange(len(routes))]
-    elif choice < 0.85 and routes:
+    elif choice < 0.8 and routes:
         routes.append(routes[0])  # the same route object twice
+    elif choice < 0.85:
+        routes = [*reversed(routes), *(random_route(rng, f"more/{step}/{i}") for i in range(70))]
     elif choice < 0.9:
         endpoints = (ir.Endpoint("10.0.0.1", step),)
         return dataclasses.replace(config, clusters=tuple(ir.Cluster(c, endpoints) for c in CLUSTERS))
@@ -157,3 +159,26 @@ def test_an_invalid_route_fails_both_ways_and_leaves_the_memo_usable() -> None:
     again, _ = build_incremental(config, memo)
     assert_same(again, build_snapshot(config))
     assert isinstance(memo, BuildMemo)
+
+
+def test_snapshots_carry_their_route_configurations_serialised() -> None:
+    """What the xDS server sends without serialising the RouteConfiguration again."""
+    snapshot = build_snapshot(random_config(random.Random(2)))
+    for name, msg in snapshot.of_type(ROUTE).items():
+        assert snapshot.encoded[ROUTE][name] == msg.SerializeToString(deterministic=True)
+    changed = snapshot.with_changes({})
+    assert changed.encoded == snapshot.encoded
+
+
+def test_the_cache_sends_the_bytes_the_build_assembled() -> None:
+    import asyncio
+
+    from stackway.xds_server.cache import SnapshotCache
+
+    snapshot = build_snapshot(random_config(random.Random(3)))
+    cache = SnapshotCache()
+    asyncio.run(cache.set(snapshot))
+    for name, msg in snapshot.of_type(ROUTE).items():
+        packed = cache.pack(ROUTE, name, snapshot.versions[ROUTE][name], msg)
+        assert packed.type_url == ROUTE
+        assert packed.value == snapshot.encoded[ROUTE][name]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,10 +40,14 @@ class _Route:
 @dataclass(frozen=True)
 class _VirtualHost:
     vhost: ir.VirtualHost
-    data: bytes  # the serialised envoy VirtualHost
-    routes: Mapping[int, _Route]  # by id() of the IR route, which `route` keeps alive
-    sound: bool
-    references: frozenset[str]
+    head: bytes  # the serialised envoy VirtualHost without its routes
+    parts: tuple[bytes, ...]  # each route's field bytes, in the order of vhost.routes
+    data: bytes  # head and parts joined: the serialised envoy VirtualHost
+    #: By id() of the IR route (each entry keeps its route alive, so ids stay unique): every route of
+    #: `vhost`, and perhaps a few it no longer has.
+    routes: Mapping[int, _Route]
+    unsound: int  # routes (counted by position) with a problem of their own
+    references: Mapping[str, int]  # cluster name → routes (by position) referring to it
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class _Built:
     version: str
     extra: Message | None = None  # a cluster's load assignment
     extra_version: str = ""
+    encoded: bytes | None = None  # the message serialised, where the build assembled it as bytes
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ def build_incremental(config: ir.IR, previous: BuildMemo | None) -> tuple[Snapsh
             for vh in rcfg.virtual_hosts if rcfg is not None else ():
                 key = (rcfg.name, vh.name)  # type: ignore[union-attr]
                 built = vhosts[key] = _virtual_host(vh, old.vhosts.get(key))
-                sound = sound and built.sound and built.references <= cluster_names
+                sound = sound and not built.unsound and built.references.keys() <= cluster_names
     if not sound:
         validate_ir(config)  # raises, with every problem spelled out
     versions: dict[str, dict[str, str]] = {LISTENER: {}, ROUTE: {}, CLUSTER: {}, ENDPOINT: {}}
@@ -114,7 +120,8 @@ def build_incremental(config: ir.IR, previous: BuildMemo | None) -> tuple[Snapsh
         assert done.extra is not None
         _put(resources, versions, CLUSTER, cluster.name, done.message, done.version)
         _put(resources, versions, ENDPOINT, cluster.name, done.extra, done.extra_version)
-    snapshot = Snapshot(resources=resources, known_versions=versions)
+    encoded = {ROUTE: {name: done.encoded for name, done in route_configs.items() if done.encoded is not None}}
+    snapshot = Snapshot(resources=resources, known_versions=versions, encoded=encoded)
     return snapshot, BuildMemo(vhosts, route_configs, listeners, clusters)
 
 
@@ -131,25 +138,67 @@ def _put(
 
 
 def _virtual_host(vh: ir.VirtualHost, old: _VirtualHost | None) -> _VirtualHost:
+    """The built virtual host, from `old` where it can be: unchanged routes at the start and at the end
+    (found by identity, in C loops) keep their bytes, and only those in between are looked at."""
     if old is not None and old.vhost is vh:
         return old
-    known = old.routes if old is not None else {}
+    head = virtual_host_head(vh).SerializeToString(deterministic=True)
+    if old is None:
+        return _virtual_host_afresh(vh, head, {})
+    before, now = old.vhost.routes, vh.routes
+    shortest = min(len(before), len(now))
+    same = list(map(operator.is_, before, now))
+    start = same.index(False) if False in same else shortest
+    same = list(map(operator.is_, reversed(before), reversed(now)))[: shortest - start]
+    end = same.index(False) if False in same else len(same)
+    gone, came = before[start : len(before) - end], now[start : len(now) - end]
+    if len(gone) + len(came) > max(64, len(now) // 4):
+        return _virtual_host_afresh(vh, head, old.routes)
+    routes = dict(old.routes)
+    unsound, references = old.unsound, dict(old.references)
+    for route in gone:
+        done = old.routes[id(route)]
+        unsound -= not done.sound
+        _count(references, done.references, -1)
+    middle: list[bytes] = []
+    for route in came:
+        found = routes.get(id(route))
+        if found is None or found.route is not route:
+            found = routes[id(route)] = _route(route)
+        middle.append(found.data)
+        unsound += not found.sound
+        _count(references, found.references, 1)
+    parts = old.parts[:start] + tuple(middle) + old.parts[len(before) - end :]
+    if len(routes) > 2 * len(now) + 64:  # forget routes long gone
+        routes = {id(route): routes[id(route)] for route in now}
+    return _VirtualHost(vh, head, parts, b"".join((head, *parts)), routes, unsound, references)
+
+
+def _virtual_host_afresh(vh: ir.VirtualHost, head: bytes, known: Mapping[int, _Route]) -> _VirtualHost:
     routes: dict[int, _Route] = {}
-    parts = [virtual_host_head(vh).SerializeToString(deterministic=True)]
-    for route in vh.routes:  # the one loop over every route of a changed virtual host: keep it lean
+    parts: list[bytes] = []
+    unsound = 0
+    references: dict[str, int] = {}
+    for route in vh.routes:  # the one loop over every route of a much changed virtual host: keep it lean
         done = known.get(id(route))
         if done is None or done.route is not route:
             done = routes.get(id(route)) or _route(route)
         routes[id(route)] = done
         parts.append(done.data)
-    built = routes.values()
-    return _VirtualHost(
-        vh,
-        b"".join(parts),
-        routes,
-        all(r.sound for r in built),
-        frozenset().union(*(r.references for r in built)),
-    )
+        if not done.sound:
+            unsound += 1
+        if done.references:
+            _count(references, done.references, 1)
+    return _VirtualHost(vh, head, tuple(parts), b"".join((head, *parts)), routes, unsound, references)
+
+
+def _count(counts: dict[str, int], names: frozenset[str], sign: int) -> None:
+    for name in names:
+        left = counts.get(name, 0) + sign
+        if left:
+            counts[name] = left
+        else:
+            del counts[name]
 
 
 def _route(route: ir.Route) -> _Route:
@@ -173,7 +222,7 @@ def _route_config(config: ir.RouteConfig, vhosts: Mapping[tuple[str, str], _Virt
         ]
     )
     msg = route_pb2.RouteConfiguration.FromString(data)
-    return _Built(built, msg, hashlib.sha256(data).hexdigest()[:16])
+    return _Built(built, msg, hashlib.sha256(data).hexdigest()[:16], encoded=data)
 
 
 def _field(number: int, payload: bytes) -> bytes:

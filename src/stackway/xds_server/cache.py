@@ -54,6 +54,8 @@ class SnapshotCache:
         self._entries: dict[str | None, _Entry] = {None: _Entry(empty, empty)}
         self._streams: set[Stream] = set()
         self._packed: dict[tuple[str, str, str], any_pb2.Any] = {}
+        #: Serialised resources the snapshots came with, by (type, name, version).
+        self._encoded: dict[tuple[str, str, str], bytes] = {}
 
     # ---- what is served ---------------------------------------------------------------------------------
     @property
@@ -76,12 +78,19 @@ class SnapshotCache:
         key = (type_url, name, version)
         packed = self._packed.get(key)
         if packed is None:
-            packed = self._packed[key] = any_pb2.Any()
-            packed.Pack(msg)
+            data = self._encoded.get(key)
+            if data is not None:
+                packed = self._packed[key] = any_pb2.Any(type_url=type_url, value=data)
+            else:
+                packed = self._packed[key] = any_pb2.Any()
+                packed.Pack(msg)
         return packed
 
     async def set(self, snapshot: Snapshot, node_id: str | None = None) -> None:
         """Publish `snapshot` (for `node_id` only, or for every node without its own when None)."""
+        for type_url, by_name in snapshot.encoded.items():
+            for name, data in by_name.items():
+                self._encoded[(type_url, name, snapshot.versions[type_url][name])] = data
         key = node_id
         entry = self._entries.get(key)
         if entry is None:
@@ -141,6 +150,8 @@ class SnapshotCache:
         }
         for key in [k for k in self._packed if k not in live]:
             del self._packed[key]
+        for key in [k for k in self._encoded if k not in live]:
+            del self._encoded[key]
 
     # ---- streams ------------------------------------------------------------------------------------------
     def _streams_of(self, key: str | None) -> list[Stream]:
