@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+
+import pytest
+
 from stackway.controlplane import ControlPlane
 from stackway.demo.manifests import gateway, gateway_class, http_route, service_with_endpoints
 from stackway.memory import ShrinkWatcher
@@ -38,5 +42,23 @@ def test_rss_returns_close_to_where_it_started() -> None:
     control.update(objects(10))
     assert watcher.observe(12)
     after = rss_mib()
+    gc.unfreeze()  # the watcher froze this process's heap; leave it as other tests expect it
     assert grown - start > 20, "the load must have grown the process for the test to mean anything"
     assert after - start < 0.35 * (grown - start), (start, grown, after)
+
+
+def test_a_large_growth_freezes_the_heap_and_a_shrink_thaws_it_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stackway import memory
+
+    calls: list[str] = []
+    monkeypatch.setattr(memory.gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(memory.gc, "unfreeze", lambda: calls.append("unfreeze"))
+    monkeypatch.setattr(memory.gc, "collect", lambda: calls.append("collect") or 0)
+    watcher = ShrinkWatcher(ratio=0.8, minimum=100, growth=1.25)
+    watcher.observe(1000)
+    assert calls == ["collect", "freeze"]
+    watcher.observe(1100)  # growing by less than a quarter: nothing
+    assert calls == ["collect", "freeze"]
+    watcher.observe(500)
+    assert calls[2:] == ["unfreeze", "collect", "freeze"]
+    assert gc.isenabled()
