@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from stackway.diffs import replaced_keys
 from stackway.ir.model import IR
 from stackway.observability import metrics
 from stackway.resources.core import SERVICE_NAME_LABEL
@@ -191,7 +192,7 @@ class ControlPlane:
     def _changed_keys(self, objects: Mapping[ObjectKey, RawObject]) -> set[ObjectKey]:
         """Keys added, removed or replaced since the last update (providers hand over unchanged objects as is)."""
         old = self._objects
-        changed = {k for k, raw in objects.items() if old.get(k) is not raw}
+        changed = set(replaced_keys(objects, old))
         added = sum(1 for k in changed if k not in old)
         if len(old) > len(objects) - added:  # some keys are gone
             changed.update(k for k in old if k not in objects)
@@ -216,7 +217,7 @@ class ControlPlane:
         before = self._unstamped
         stamped = dict(self.statuses)
         appeared: set[ObjectKey] = set()
-        for key in [k for k, status in fresh.items() if before.get(k) is not status]:
+        for key in replaced_keys(fresh, before):
             status, previous = fresh[key], before.get(key)
             if previous is None:
                 appeared.add(key)

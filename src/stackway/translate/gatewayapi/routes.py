@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from stackway.diffs import replaced_keys
 from stackway.ir import model as ir
 from stackway.resources.gatewayapi import (
     GROUP,
@@ -186,7 +187,9 @@ class RouteTranslator:
         for label, (sort_key, route) in enumerate(ordered):
             outcome = self._outcome(sort_key, route, label)
             outcomes[sort_key[3]][(sort_key[1], sort_key[2])] = outcome
-            _count(outcome, 1, statuses, attached, troubled)
+            if outcome.status is not None:
+                statuses[outcome.key] = outcome.status
+            _count(outcome, 1, attached, troubled)
         self.changes = Changes(full=True)
         order = [sort_key for sort_key, _ in ordered]
         return RouteMemo(maps, outcomes, order, list(range(len(order))), statuses, attached, troubled, {}, {})
@@ -220,13 +223,18 @@ class RouteTranslator:
         pairs: list[tuple[Outcome | None, Outcome | None]] = []
         for old, route, sort_key, label in pending:
             if old is not None:
-                _count(old, -1, statuses, attached, troubled)
+                _count(old, -1, attached, troubled)
                 del outcomes[old.sort_key[3]][old.sort_key[1:3]]
             new = None
             if route is not None and sort_key is not None:
                 new = self._outcome(sort_key, route, label)
                 outcomes[sort_key[3]][sort_key[1:3]] = new
-                _count(new, 1, statuses, attached, troubled)
+                _count(new, 1, attached, troubled)
+            # A status replaced keeps its place, so unchanged translations list statuses in the same order.
+            if new is not None and new.status is not None:
+                statuses[new.key] = new.status
+            elif old is not None:
+                statuses.pop(old.key, None)
             pairs.append((old, new))
         self.changes = Changes(full=False, pairs=pairs)
         return RouteMemo(maps, outcomes, order, labels, statuses, attached, troubled, {}, {})
@@ -402,7 +410,7 @@ def _diff(
     for rank, (current, before, known) in enumerate(zip(maps, prev.routes, prev.outcomes, strict=True)):
         if current is before:
             continue
-        replaced = [k for k, route in current.items() if before.get(k) is not route]  # the one pass over all
+        replaced = replaced_keys(current, before)
         added = 0
         for nsname in replaced:
             route, old = current[nsname], known.get(nsname)
@@ -434,16 +442,10 @@ def _label_for(order: list[SortKey], labels: list[int], sort_key: SortKey) -> in
 def _count(
     outcome: Outcome,
     sign: int,
-    statuses: dict[ObjectKey, dict[str, Any]],
     attached: dict[ListenerId, int],
     troubled: dict[tuple[int, str, str], Outcome],
 ) -> None:
-    """Add (sign 1) or take away (sign -1) one outcome's part of the totals every translation reports."""
-    if outcome.status is not None:
-        if sign > 0:
-            statuses[outcome.key] = outcome.status
-        else:
-            statuses.pop(outcome.key, None)
+    """Add (sign 1) or take away (sign -1) one outcome's attachments and problems from the totals."""
     for lid in outcome.attached:
         count = attached.get(lid, 0) + sign
         if count:
