@@ -118,11 +118,15 @@ class SnapshotCache:
     @staticmethod
     def _merge(snapshot: Snapshot, old: Snapshot, retained: dict[str, list[str]]) -> Snapshot:
         resources: dict[str, dict[str, Message]] = {t: dict(by_name) for t, by_name in snapshot.resources.items()}
+        versions: dict[str, dict[str, str]] = {t: dict(by_name) for t, by_name in snapshot.versions.items()}
         for type_url, names in retained.items():
             kept = resources.setdefault(type_url, {})
+            kept_versions = versions.setdefault(type_url, {})
             for name in names:
                 kept[name] = old.of_type(type_url)[name]
-        return Snapshot(resources=resources)
+                kept_versions[name] = old.versions[type_url][name]
+        # Every version is known already: hashing a large RouteConfiguration again takes milliseconds.
+        return Snapshot(resources=resources, known_versions=versions, encoded=snapshot.encoded)
 
     async def _finalize(self, key: str | None, entry: _Entry, view_version: str) -> None:
         """Drop the kept clusters once every stream of this entry has answered the view's routes."""
