@@ -77,11 +77,13 @@ class ControlService:
         if self.load_balancers is not None:
             self.load_balancers.on_objects(state.objects)  # returns at once: the controller works on threads
         result = self.control.update(state.objects, state.problems, changed=state.changed, base=state.base)
-        self._shrink.observe(len(state.objects))
         self._log_problems()
         if result.snapshot is not None and result.changed:
             await self.cache.set(result.snapshot)
             log.info("snapshot published", version=result.snapshot.version, objects=len(state.objects))
+        # After publishing: the snapshot it replaces (the largest single piece of a big configuration) is let
+        # go of by then, so a release after a shrink can hand its memory back too.
+        self._shrink.observe(len(state.objects))
 
     def _log_problems(self) -> None:
         """Log each problem once when it appears, not on every change."""
