@@ -11,8 +11,10 @@ backend to be much faster than the proxy in front of it. Keep-alive and pipelini
 bodies (Content-Length or chunked) are read and discarded so connection framing stays right.
 
 Besides the echo, the endpoints echo-basic has and tests use are served too: `/health`, `/status/NNN`
-(answers with that status code), the `delay` query parameter (`?delay=500ms`), and the `X-Echo-Set-Header`
-request header (`Name:value,Other:value` becomes response headers).
+(answers with that status code), the `delay` query parameter (`?delay=500ms`), the `X-Echo-Set-Header`
+request header (`Name:value,Other:value` becomes response headers), and `/ws`: a WebSocket (RFC 6455) that
+sends every message back as it came, text as text and binary as binary, which is what a gateway's WebSocket
+support is tested against.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["EchoIdentity", "EchoServer", "canonical_header_key", "parse_go_duration", "start_echo"]
+from stackway.demo.websocket import WebSocketEcho, accept_key
+
+__all__ = ["EchoIdentity", "EchoRequest", "EchoServer", "canonical_header_key", "parse_go_duration", "start_echo"]
 
 MAX_HEADER_BYTES = 64 * 1024
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -105,7 +109,9 @@ def _http_date() -> bytes:
 
 
 @dataclass
-class _Request:
+class EchoRequest:
+    """A request as the echo reports it: what echo-basic reads from Go's `http.Request`."""
+
     method: str
     target: str
     version: str
@@ -120,12 +126,13 @@ class _EchoProtocol(asyncio.Protocol):
         self._server = server
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
-        self._pending: _Request | None = None  # headers parsed, body still arriving
+        self._pending: EchoRequest | None = None  # headers parsed, body still arriving
         self._body_left = 0
         self._chunked = False
         self._waiting = False  # a delayed response is outstanding; keep later requests queued
         self._closing = False
         self._sni = ""
+        self._websocket: WebSocketEcho | None = None  # set once a /ws handshake switched the connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -150,6 +157,9 @@ class _EchoProtocol(asyncio.Protocol):
         self._process()
 
     def _process(self) -> None:
+        if self._websocket is not None:
+            self._websocket.receive(self._buf)
+            return
         while not self._waiting and not self._closing and self._transport is not None:
             if self._pending is None:
                 end = self._buf.find(b"\r\n\r\n")
@@ -169,8 +179,11 @@ class _EchoProtocol(asyncio.Protocol):
             request, self._pending = self._pending, None
             assert request is not None
             self._dispatch(request)
+            if self._websocket is not None:  # the bytes after the handshake are WebSocket frames
+                self._websocket.receive(self._buf)
+                return
 
-    def _parse_head(self, head: bytes) -> _Request | None:
+    def _parse_head(self, head: bytes) -> EchoRequest | None:
         try:
             text = head.decode("latin-1")
         except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
@@ -199,7 +212,7 @@ class _EchoProtocol(asyncio.Protocol):
                 if not value.isdigit():
                     return None
                 self._body_left = int(value)
-        return _Request(parts[0], parts[1], parts[2], headers, self._sni)
+        return EchoRequest(parts[0], parts[1], parts[2], headers, self._sni)
 
     def _consume_body(self) -> bool:
         """Drop the body of the pending request from the buffer; False while more bytes are needed."""
@@ -236,7 +249,7 @@ class _EchoProtocol(asyncio.Protocol):
         self._body_left -= take
         return self._body_left == 0
 
-    def _keep_alive(self, request: _Request) -> bool:
+    def _keep_alive(self, request: EchoRequest) -> bool:
         connection = ""
         for name, value in request.headers:
             if name.lower() == "connection":
@@ -245,7 +258,7 @@ class _EchoProtocol(asyncio.Protocol):
             return "keep-alive" in connection
         return "close" not in connection
 
-    def _dispatch(self, request: _Request) -> None:
+    def _dispatch(self, request: EchoRequest) -> None:
         delay = 0.0
         query = urlsplit(request.target).query
         if "delay=" in query:
@@ -262,14 +275,14 @@ class _EchoProtocol(asyncio.Protocol):
             return
         self._respond(request)
 
-    def _respond_later(self, request: _Request) -> None:
+    def _respond_later(self, request: EchoRequest) -> None:
         self._waiting = False
         if self._transport is None:
             return
         self._respond(request)
         self._process()
 
-    def _respond(self, request: _Request) -> None:
+    def _respond(self, request: EchoRequest) -> None:
         path = request.target.replace("//", "/") if request.target.startswith("/") else request.target
         route = path.split("?", 1)[0]
         if route == "/health":
@@ -283,11 +296,38 @@ class _EchoProtocol(asyncio.Protocol):
         if failure is not None:
             self._write(request, failure, b"", [], content_type=None)
             return
+        if route == "/ws" and _header(request, "upgrade").lower() == "websocket":
+            self._accept_websocket(request)
+            return
         self._write(request, 200, self._server.echo_body(request), _echo_set_headers(request.headers))
+
+    def _accept_websocket(self, request: EchoRequest) -> None:
+        """Answer a WebSocket handshake with 101 and echo the connection's messages from then on.
+
+        The handshake is still echoed through `echo_body`, though a 101 has no body to carry it: whoever
+        observes `echo_body` (the conformance harness's request log) so learns which pod took the WebSocket.
+        """
+        key = _header(request, "sec-websocket-key")
+        tokens = {t.strip().lower() for t in _header(request, "connection").split(",")}
+        if request.method != "GET" or "upgrade" not in tokens or not key:
+            self._write(request, 400, b"", [], content_type=None)
+            return
+        if _header(request, "sec-websocket-version") != "13":
+            self._write(request, 426, b"", [("Sec-WebSocket-Version", "13")], content_type=None)
+            return
+        transport = self._transport
+        assert transport is not None
+        self._server.echo_body(request)
+        accept = accept_key(key)
+        transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+        )
+        self._websocket = WebSocketEcho(transport)
 
     def _write(
         self,
-        request: _Request,
+        request: EchoRequest,
         status: int,
         body: bytes,
         extra: list[tuple[str, str]],
@@ -323,6 +363,11 @@ class _EchoProtocol(asyncio.Protocol):
                 f"HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
             )
             self._transport.close()
+
+
+def _header(request: EchoRequest, name: str) -> str:
+    """The first value of header `name` (lower case), or ""."""
+    return next((value for key, value in request.headers if key.lower() == name), "")
 
 
 def _echo_set_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -385,7 +430,7 @@ class EchoServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def echo_body(self, request: _Request) -> bytes:
+    def echo_body(self, request: EchoRequest) -> bytes:
         host = ""
         headers: dict[str, list[str]] = {}
         for name, value in request.headers:
