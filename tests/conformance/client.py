@@ -62,6 +62,8 @@ class ExpectedRequest:
     absent_headers: Sequence[str] = ()
     #: The SNI a TLS backend must have been asked for (the echo's `sni`): the gateway's upstream TLS.
     sni: str = ""
+    #: The protocol the request must have reached the backend with (the echo's `proto`, "HTTP/2.0" for h2c).
+    proto: str = ""
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,8 @@ def compare(target: Target, request: Request, captured: Captured, expect: Expect
             return f"expected method {wanted.method!r} at the backend, got {echo.get('method')!r}"
         if wanted.sni and wanted.sni != echo.get("sni"):
             return f"expected SNI {wanted.sni!r} at the backend, got {echo.get('sni')!r}"
+        if wanted.proto and wanted.proto != echo.get("proto"):
+            return f"expected the request to reach the backend over {wanted.proto}, got {echo.get('proto')!r}"
         if expect.namespace != echo.get("namespace"):
             return f"expected namespace {expect.namespace!r}, got {captured.summary()}"
         got_headers = _lower_headers(echo.get("headers"))
@@ -303,12 +307,29 @@ def eventually(
 ) -> str | None:
     """Upstream's WaitForConsistentResponse: None once `threshold` answers in a row match, else the last error."""
     do_send = sender or (lambda t, r, s: send(t, r, sni=s))
+    return until_consistent(
+        lambda: compare(target, case.request, do_send(target, case.request, sni), case.expect),
+        case.describe(),
+        timeout,
+        threshold,
+    )
+
+
+def until_consistent(
+    attempt: Callable[[], str | None],
+    description: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    threshold: int = CONSECUTIVE_SUCCESSES,
+) -> str | None:
+    """Upstream's AwaitConvergence: repeat `attempt` (None: it went as expected, else what went wrong) until
+    it succeeds `threshold` times in a row; None then, else `description` with the last error at the timeout.
+    A request that fails outright (refused, reset, unparsable) counts as a failed attempt."""
     deadline = time.monotonic() + timeout
     successes, attempts, last = 0, 0, "no request completed"
     while True:
         attempts += 1
         try:
-            error = compare(target, case.request, do_send(target, case.request, sni), case.expect)
+            error = attempt()
         except (OSError, http.client.HTTPException, json.JSONDecodeError) as exc:
             error = f"request failed: {type(exc).__name__}: {exc}"
         if error is None:
@@ -318,7 +339,7 @@ def eventually(
             continue
         successes, last = 0, error
         if time.monotonic() + RETRY_DELAY > deadline:
-            return f"{case.describe()}: after {attempts} attempts in {timeout:.0f}s: {last}"
+            return f"{description}: after {attempts} attempts in {timeout:.0f}s: {last}"
         time.sleep(RETRY_DELAY)
 
 

@@ -42,6 +42,7 @@ from stackway.demo.grpcecho import GrpcEchoServer, start_grpc_echo
 from tests.conformance import manifests as m
 from tests.conformance import pki
 from tests.conformance.client import Target
+from tests.conformance.h2c import H2cEchoServer, start_h2c_echo
 from tests.conformance.status import StatusChecker, StatusTimeout
 from tests.fakes.kube_apiserver import FakeKubeApiServer
 from tests.fakes.kube_semantics import ApiError
@@ -113,7 +114,8 @@ class EchoPool:
     """Echo backends on an asyncio loop of their own thread, so synchronous tests can start and stop them.
 
     A pod of a gRPC echo Deployment gets a gRPC echo (h2c) instead of the HTTP one; both kinds report the
-    pod and namespace they stand for, so route checks can tell which pod answered.
+    pod and namespace they stand for, so route checks can tell which pod answered. An HTTP echo pod also
+    listens for h2c on a second port, as echo-basic does on 3001, answering with the same echo.
     """
 
     def __init__(self) -> None:
@@ -121,6 +123,7 @@ class EchoPool:
         self._thread = threading.Thread(target=self._loop.run_forever, name="echo-backends", daemon=True)
         self._thread.start()
         self.servers: dict[str, EchoServer | GrpcEchoServer] = {}
+        self.h2c: dict[str, H2cEchoServer] = {}
         self.log = RequestLog()
 
     def start(self, pods: Iterable[m.EchoPod]) -> dict[str, int]:
@@ -137,15 +140,22 @@ class EchoPool:
             server = asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
             if isinstance(server, EchoServer):
                 self.log.attach(server, pod)
+                h2c = start_h2c_echo("127.0.0.1", server)
+                self.h2c[pod.pod] = asyncio.run_coroutine_threadsafe(h2c, self._loop).result(timeout=10)
             self.servers[pod.pod] = server
         return self.ports()
 
     def ports(self) -> dict[str, int]:
         return {name: server.port for name, server in self.servers.items()}
 
+    def h2c_ports(self) -> dict[str, int]:
+        """Pod name → port of its h2c listener, for the HTTP echo pods."""
+        return {name: server.port for name, server in self.h2c.items()}
+
     def close(self) -> None:
         async def close_all() -> None:
-            await asyncio.gather(*(s.close() for s in self.servers.values()), return_exceptions=True)
+            servers: list[EchoServer | GrpcEchoServer | H2cEchoServer] = [*self.servers.values(), *self.h2c.values()]
+            await asyncio.gather(*(s.close() for s in servers), return_exceptions=True)
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(timeout=10)
@@ -527,7 +537,7 @@ class Conformance:
         # a test's Services may select the base Deployments' pods; each pod once (docs may be the base itself)
         pods = list({p.pod: p for p in m.echo_pods([*self.base_docs, *docs])}.values())
         ports = self.echoes.start(pods)
-        slices = m.endpoint_slices(docs, pods, ports)
+        slices = m.endpoint_slices(docs, pods, ports, self.echoes.h2c_ports())
         created: list[m.Doc] = []
         if suite_secrets:
             for ns, name in m.SUITE_CAS:

@@ -11,7 +11,8 @@ there is no cluster, so this module provides the same facts as plain objects:
   pod-prefix checks expect) that the harness starts as local echo backends: HTTP ones, or gRPC ones for
   Deployments that set `GRPC_ECHO_SERVER`;
 * every Service with a selector gets one EndpointSlice per selected echo pod (all pods share 127.0.0.1, so
-  each has its own port, and EndpointSlice ports are per slice), ports named as the Service's ports;
+  each has its own port, and EndpointSlice ports are per slice), ports named as the Service's ports; a port
+  targeting echo-basic's h2c port (3001) gets the pod's h2c listener instead of its HTTP/1.1 one;
 * the TLS Secrets and CA ConfigMaps upstream's suite creates are generated as it does (`pki`): self-signed
   server certificates, and CAs that sign the TLS backends' and the clients' certificates.
 
@@ -108,6 +109,8 @@ _NOT_EMULATED_ENV = {"TCP_ECHO_SERVER", "TLS_SERVER_CERT"}
 _GRPC_ENV = "GRPC_ECHO_SERVER"
 HTTP = "http"
 GRPC = "grpc"
+#: The container port echo-basic serves h2c (HTTP/2 with prior knowledge) on, besides HTTP/1.1 on 3000.
+ECHO_H2C_TARGET_PORT = 3001
 
 
 def repo_root() -> Path:
@@ -242,14 +245,27 @@ def _selects(selector: Mapping[str, str], pod: EchoPod) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def endpoint_slices(docs: Iterable[Doc], pods: Iterable[EchoPod], ports: Mapping[str, int]) -> list[Doc]:
+def endpoint_slices(
+    docs: Iterable[Doc],
+    pods: Iterable[EchoPod],
+    ports: Mapping[str, int],
+    h2c_ports: Mapping[str, int] | None = None,
+) -> list[Doc]:
     """EndpointSlices for every Service with a selector: one per selected pod (`ports`: pod name → port).
 
     Each pod listens on its own port of 127.0.0.1, and an EndpointSlice's ports apply to all its endpoints,
     so a Service with two pods gets two slices; this is how Kubernetes itself splits endpoints whose ports
     differ. Slice ports carry the Service ports' names (unnamed → ""), which is what links a Service port to
-    an endpoint port.
+    an endpoint port. A Service port whose targetPort is echo-basic's h2c port goes to the pod's port in
+    `h2c_ports` (pod name → port), as the container's two listeners are two ports of one pod.
     """
+    h2c = h2c_ports or {}
+
+    def pod_port(pod: EchoPod, service_port: Mapping[str, Any]) -> int:
+        if service_port.get("targetPort") == ECHO_H2C_TARGET_PORT and pod.pod in h2c:
+            return h2c[pod.pod]
+        return ports[pod.pod]
+
     pods = list(pods)
     out: list[Doc] = []
     for doc in docs:
@@ -282,7 +298,7 @@ def endpoint_slices(docs: Iterable[Doc], pods: Iterable[EchoPod], ports: Mapping
                         }
                     ],
                     "ports": [
-                        {"name": p.get("name", ""), "protocol": "TCP", "port": ports[pod.pod]} for p in service_ports
+                        {"name": p.get("name", ""), "protocol": "TCP", "port": pod_port(pod, p)} for p in service_ports
                     ],
                 }
             )
