@@ -48,18 +48,34 @@ out = Console()
 err = Console(stderr=True)
 
 DirArg = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Directory of Kubernetes manifests.")]
-Cloud = Annotated[str | None, typer.Option("--os-cloud", envvar="OS_CLOUD", help="Cloud name in clouds.yaml.")]
-Cluster = Annotated[str, typer.Option("--cluster-name", help="Goes into LB names, as OCCM's --cluster-name.")]
-Subnet = Annotated[str | None, typer.Option("--subnet-id", help="Default VIP subnet (annotation subnet-id wins).")]
-FloatNet = Annotated[
-    str | None, typer.Option("--floating-network-id", help="Default external network for floating IPs.")
+#: Where these options appear in `--help` of `up` and `serve`, apart from the gateway's own.
+PANEL = "OpenStack load balancers"
+Cloud = Annotated[
+    str | None, typer.Option("--os-cloud", envvar="OS_CLOUD", rich_help_panel=PANEL, help="Cloud name in clouds.yaml.")
 ]
-Provider = Annotated[str | None, typer.Option("--lb-provider", help="Octavia provider (default: the cloud's).")]
-Monitor = Annotated[bool, typer.Option("--create-monitor", help="Health monitors by default (OCCM create-monitor).")]
+Cluster = Annotated[
+    str, typer.Option("--cluster-name", rich_help_panel=PANEL, help="Goes into LB names, as OCCM's --cluster-name.")
+]
+Subnet = Annotated[
+    str | None,
+    typer.Option("--subnet-id", rich_help_panel=PANEL, help="Default VIP subnet (annotation subnet-id wins)."),
+]
+FloatNet = Annotated[
+    str | None,
+    typer.Option("--floating-network-id", rich_help_panel=PANEL, help="Default external network for floating IPs."),
+]
+Provider = Annotated[
+    str | None, typer.Option("--lb-provider", rich_help_panel=PANEL, help="Octavia provider (default: the cloud's).")
+]
+Monitor = Annotated[
+    bool,
+    typer.Option("--create-monitor", rich_help_panel=PANEL, help="Health monitors by default (OCCM create-monitor)."),
+]
 Serial = Annotated[
     bool,
     typer.Option(
         "--serial-api-calls",
+        rich_help_panel=PANEL,
         help="Create listeners, pools, members and monitors one call at a time (OCCM "
         "provider-requires-serial-api-calls), for providers without a working fully-populated create.",
     ),
