@@ -62,6 +62,8 @@ class ExpectedRequest:
     absent_headers: Sequence[str] = ()
     #: The SNI a TLS backend must have been asked for (the echo's `sni`): the gateway's upstream TLS.
     sni: str = ""
+    #: The certificate (PEM) the gateway must have presented to a TLS backend that asks for one.
+    client_cert: str = ""
     #: The protocol the request must have reached the backend with (the echo's `proto`, "HTTP/2.0" for h2c).
     proto: str = ""
 
@@ -245,6 +247,10 @@ def compare(target: Target, request: Request, captured: Captured, expect: Expect
             return f"expected method {wanted.method!r} at the backend, got {echo.get('method')!r}"
         if wanted.sni and wanted.sni != echo.get("sni"):
             return f"expected SNI {wanted.sni!r} at the backend, got {echo.get('sni')!r}"
+        if wanted.client_cert:
+            presented = ((echo.get("tls") or {}).get("peerCertificates") or [""])[0]
+            if not presented or ssl.PEM_cert_to_DER_cert(presented) != ssl.PEM_cert_to_DER_cert(wanted.client_cert):
+                return "the backend did not get the expected client certificate" + ("" if presented else " (none)")
         if wanted.proto and wanted.proto != echo.get("proto"):
             return f"expected the request to reach the backend over {wanted.proto}, got {echo.get('proto')!r}"
         if expect.namespace != echo.get("namespace"):

@@ -2,11 +2,12 @@
 `stackway up`, and through `stackway serve` with its Envoy against the (fake) Kubernetes API.
 
 Status assertions and requests follow upstream's `conformance/tests/gateway-*.go` for listener certificates
-(Secrets across namespaces through ReferenceGrants, invalid certificate references) and frontend client
+(Secrets across namespaces through ReferenceGrants, invalid certificate references), frontend client
 certificate validation (mTLS at the listener: a default CA, a per-port CA, AllowInsecureFallback, invalid
-CA references). The certificates and CAs are the suite's (see `pki`): clients present the
-`tls-validity-checks[-per-port]-client-certificate` Secrets, signed by the CAs the Gateways' validation
-names.
+CA references) and the Gateway's backend client certificate (spec.tls.backend). The certificates and CAs
+are the suite's (see `pki`): clients present the `tls-validity-checks[-per-port]-client-certificate`
+Secrets, signed by the CAs the Gateways' validation names, and the Gateway presents
+`tls-checks-client-certificate` to a backend that requires a certificate from the suite's CA.
 
 Upstream checks only the status of the certificate-reference tests; these tests also check what Envoy serves
 on the listener's port (own checks): the referenced certificate where the listener is programmed, no TLS at
@@ -22,9 +23,19 @@ import time
 
 import pytest
 
-from tests.conformance.client import REQUEST_TIMEOUT, Case, Expect, Request, Target, eventually, send
+from tests.conformance.client import (
+    REQUEST_TIMEOUT,
+    Case,
+    Expect,
+    ExpectedRequest,
+    Request,
+    Target,
+    eventually,
+    send,
+)
 from tests.conformance.harness import MODES, Conformance
 from tests.conformance.status import Cond, ExpectedListener
+from tests.conformance.tls_backends import TLSDeployment, tls_pods, with_slices
 
 pytestmark = [pytest.mark.envoy, pytest.mark.parametrize("conformance", MODES, indirect=True)]
 
@@ -327,3 +338,59 @@ def test_https_listener_detect_misdirected_requests(conformance: Conformance) ->
             if error is not None:
                 failures.append(f"SNI {sni}: {error}")
         assert not failures, "\n".join(failures)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Backend client certificate
+
+
+def test_gateway_tls_backend_client_certificate(conformance: Conformance) -> None:
+    """GatewayTLSBackendClientCertificate: the Gateway presents its client certificate to a TLS backend (under
+    a BackendTLSPolicy) that requires one from the suite's CA; the backend reports which one it got."""
+    gateway = (INFRA, "gateway-tls-backend-client-certificate")
+    route = (INFRA, "gateway-tls-backend-client-certificate")
+    manifest = "gateway-tls-backend-client-certificate"
+    backend = TLSDeployment(
+        INFRA,
+        "tls-backend-with-client-cert-validation",
+        "tls-checks-certificate",
+        client_ca="tls-checks-ca-certificate",
+    )
+    with (
+        tls_pods(conformance, backend) as pool,
+        with_slices(conformance, pool, manifest),
+        conformance.applied(manifest),
+    ):
+        conformance.status.gateway_and_routes_accepted(gateway, conformance.book.address(*gateway), [route])
+        conformance.status.route_resolved_refs(*route, gateway)
+        conformance.status.policy_condition(
+            INFRA, "gateway-tls-backend-client-certificate-test", gateway, Cond("Accepted")
+        )
+        conformance.status.gateway_condition(*gateway, Cond("ResolvedRefs", "True", "ResolvedRefs"))
+        client = conformance.tls_pair(INFRA, "tls-checks-client-certificate").cert_pem.decode()
+        want = ExpectedRequest(path="/", sni="abc.example.com", client_cert=client)
+        case = Case(
+            Request(path="/", host="abc.example.com"),
+            Expect(backend=backend.name, namespace=INFRA, expected_request=want),
+        )
+        error = eventually(conformance.gateway(*gateway), case, timeout=TIMEOUT)
+        assert error is None, error
+
+
+INVALID_BACKEND_TLS_GATEWAYS = [
+    ("gateway-client-certificate-nonexistent-secret", "InvalidClientCertificateRef"),
+    ("gateway-client-certificate-unsupported-group", "InvalidClientCertificateRef"),
+    ("gateway-client-certificate-unsupported-kind", "InvalidClientCertificateRef"),
+    ("gateway-client-certificate-malformed-secret", "InvalidClientCertificateRef"),
+    ("gateway-client-certificate-missing-reference-grant", "RefNotPermitted"),
+]
+
+
+def test_gateway_invalid_tls_backend_configuration(conformance: Conformance) -> None:
+    """GatewayInvalidTLSBackendConfiguration: a backend client certificate reference that is missing, of
+    another group or kind, not a TLS Secret, or in another namespace without a ReferenceGrant: the Gateway
+    is Accepted, with ResolvedRefs=False saying why."""
+    with conformance.applied("gateway-invalid-tls-backend-configuration"):
+        for name, reason in INVALID_BACKEND_TLS_GATEWAYS:
+            conformance.status.gateway_condition(INFRA, name, Cond("ResolvedRefs", "False", reason))
+            conformance.status.gateway_condition(INFRA, name, Cond("Accepted", "True", "Accepted"))

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from stackway.demo.websocket import WebSocketEcho, accept_key
@@ -117,6 +118,7 @@ class EchoRequest:
     version: str
     headers: list[tuple[str, str]]
     sni: str = ""  # the server name the client's TLS handshake asked for ("" over plaintext)
+    peer_certificate: str = ""  # the client's certificate (PEM), when it presented one
 
 
 class _EchoProtocol(asyncio.Protocol):
@@ -132,12 +134,16 @@ class _EchoProtocol(asyncio.Protocol):
         self._waiting = False  # a delayed response is outstanding; keep later requests queued
         self._closing = False
         self._sni = ""
+        self._peer_certificate = ""
         self._websocket: WebSocketEcho | None = None  # set once a /ws handshake switched the connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._sni = getattr(transport.get_extra_info("ssl_object"), _SNI_ATTRIBUTE, None) or ""
+        tls = transport.get_extra_info("ssl_object")
+        self._sni = getattr(tls, _SNI_ATTRIBUTE, None) or ""
+        peer = tls.getpeercert(binary_form=True) if tls is not None else None
+        self._peer_certificate = ssl.DER_cert_to_PEM_cert(peer) if peer else ""
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Without this, Envoy's upstream connections see ~40 ms delayed-ACK/Nagle stalls.
@@ -212,7 +218,7 @@ class _EchoProtocol(asyncio.Protocol):
                 if not value.isdigit():
                     return None
                 self._body_left = int(value)
-        return EchoRequest(parts[0], parts[1], parts[2], headers, self._sni)
+        return EchoRequest(parts[0], parts[1], parts[2], headers, self._sni, self._peer_certificate)
 
     def _consume_body(self) -> bool:
         """Drop the body of the pending request from the buffer; False while more bytes are needed."""
@@ -443,17 +449,18 @@ class EchoServer:
             headers.setdefault(key, []).append(value)
         if request.target.startswith(("http://", "https://")):
             host = urlsplit(request.target).netloc or host
-        return _json(
-            {
-                "path": request.target,
-                "host": host,
-                "method": request.method,
-                "proto": request.version,
-                "headers": headers,
-                **self._identity_fields,
-                "sni": request.sni,
-            }
-        )
+        echo: dict[str, Any] = {
+            "path": request.target,
+            "host": host,
+            "method": request.method,
+            "proto": request.version,
+            "headers": headers,
+            **self._identity_fields,
+            "sni": request.sni,
+        }
+        if request.peer_certificate:  # echo-basic's TLS details: here only what tests read, the client's cert
+            echo["tls"] = {"peerCertificates": [request.peer_certificate]}
+        return _json(echo)
 
     async def close(self) -> None:
         """Stop listening, drop open connections (keep-alive ones would never end) and wait until done."""
@@ -492,7 +499,7 @@ async def start_echo(
     """Start an echo backend on host:port (port 0 picks a free one; read it back from `.port`).
 
     With `tls`, it speaks HTTPS: the backend of TLS passthrough and upstream-TLS tests; the echo then names
-    the SNI the client sent."""
+    the SNI the client sent, and the client's certificate when the context asked for one."""
     server = EchoServer(host=host, port=port, identity=EchoIdentity(pod=pod, namespace=namespace, service=service))
     if tls is not None:
         _record_sni(tls)

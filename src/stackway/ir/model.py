@@ -32,6 +32,8 @@ class UpstreamTLS:
     sni: str
     ca_pem: str = ""
     subject_alt_names: tuple[tuple[str, str], ...] = ()  # (DNS|URI, value)
+    #: The certificate Envoy presents when the backend asks for one (the Gateway's spec.tls.backend).
+    client_certificate: Certificate | None = None
 
 
 @dataclass(frozen=True)

@@ -112,8 +112,15 @@ class FrontendTLSConfig(Model):
     per_port: tuple[TLSPortConfig, ...] = ()
 
 
+class GatewayBackendTLS(Model):
+    """spec.tls.backend: the client certificate the Gateway presents to backends it reaches over TLS."""
+
+    client_certificate_ref: SecretObjectReference | None = None
+
+
 class GatewayTLSConfigs(Model):
     frontend: FrontendTLSConfig | None = None
+    backend: GatewayBackendTLS | None = None
 
 
 class GatewaySpec(Model):

@@ -48,7 +48,8 @@ def build_cluster(cluster: ir.Cluster) -> cluster_pb2.Cluster:
 
 
 def upstream_tls_socket(tls: ir.UpstreamTLS, *, h2: bool) -> base_pb2.TransportSocket:
-    """Verified TLS to the backend: SNI, trusted CAs (inline PEM or the system's) and required SANs."""
+    """Verified TLS to the backend: SNI, trusted CAs (inline PEM or the system's) and required SANs, and the
+    client certificate to present when there is one."""
     validation = common_pb2.CertificateValidationContext(
         match_typed_subject_alt_names=[
             common_pb2.SubjectAltNameMatcher(
@@ -70,6 +71,13 @@ def upstream_tls_socket(tls: ir.UpstreamTLS, *, h2: bool) -> base_pb2.TransportS
             validation_context=validation, alpn_protocols=["h2"] if h2 else ["http/1.1"]
         ),
     )
+    if tls.client_certificate is not None:
+        context.common_tls_context.tls_certificates.append(
+            common_pb2.TlsCertificate(
+                certificate_chain=base_pb2.DataSource(inline_string=tls.client_certificate.cert_chain),
+                private_key=base_pb2.DataSource(inline_string=tls.client_certificate.private_key),
+            )
+        )
     packed = any_pb2.Any()
     packed.Pack(context)
     return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed)

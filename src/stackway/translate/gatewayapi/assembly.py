@@ -17,6 +17,7 @@ from typing import Any
 
 from stackway.ir import model as ir
 from stackway.translate.context import Context
+from stackway.translate.gatewayapi.backends import presenting_client_certificate
 from stackway.translate.gatewayapi.gateways import GatewayView, ListenerView, family
 from stackway.translate.gatewayapi.routes import Outcome, RouteTranslator
 from stackway.translate.hostnames import covers
@@ -173,7 +174,7 @@ def assemble(
     ingress = tuple(
         entry
         for p in routes.placed
-        for entry in _entries(sockets, p.listener, p.hostname, p.order, p.route, redirect=True)
+        for entry in _entries(sockets, routes.clusters, p.listener, p.hostname, p.order, p.route, redirect=True)
     )
     if previous is None or routes.changes.full:
         grouped: dict[VhostKey, list[tuple[EntryKey, ir.Route]]] = {}
@@ -253,11 +254,13 @@ def _outcome_entries(
     sockets: Mapping[tuple[str, int], _Socket], routes: RouteTranslator, outcome: Outcome, *, redirect: bool
 ) -> Iterator[Entry]:
     for p in outcome.placed:
-        yield from _entries(sockets, routes.listeners[p.listener], p.hostname, p.order, p.route, redirect=redirect)
+        listener = routes.listeners[p.listener]
+        yield from _entries(sockets, routes.clusters, listener, p.hostname, p.order, p.route, redirect=redirect)
 
 
 def _entries(
     sockets: Mapping[tuple[str, int], _Socket],
+    clusters: dict[str, ir.Cluster],
     listener: ListenerView,
     hostname: str,
     order: tuple[Any, ...],
@@ -270,6 +273,10 @@ def _entries(
     view = listener.gateway
     if view.address_problem or not listener.serving:
         return
+    if redirect:
+        # The Gateway's backend client certificate: its TLS backends are reached through per-Gateway copies
+        # of their clusters (added to `clusters`). The entry's key does not change, only the served route.
+        route = presenting_client_certificate(route, view, clusters)
     for address in view.addresses:
         sock = sockets[(address, listener.spec.port)]
         if sock.owner(hostname) != listener.spec.hostname:

@@ -11,6 +11,7 @@ from stackway.resources.gatewayapi import GROUP, BackendObjectReference
 from stackway.translate import conditions as c
 from stackway.translate.context import Context
 from stackway.translate.gatewayapi.backendtls import BackendTLS
+from stackway.translate.gatewayapi.gateways import GatewayView
 from stackway.translate.refs import granted
 
 H2C_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "h2c"})
@@ -111,3 +112,37 @@ def _endpoints(ctx: Context, ns: str, svc: Service, port: ServicePort) -> tuple[
                 for address in endpoint.addresses:
                     found.update(ir.Endpoint(address, n) for n in numbers)
     return tuple(sorted(found, key=lambda e: (e.address, e.port)))
+
+
+def presenting_client_certificate(route: ir.Route, gateway: GatewayView, clusters: dict[str, ir.Cluster]) -> ir.Route:
+    """`route` as it serves `gateway`: when the Gateway has a backend client certificate (spec.tls.backend),
+    its TLS backends (those a BackendTLSPolicy governs) are reached through copies of their clusters that
+    present that certificate.
+
+    A Service port is one cluster however many routes use it, but the certificate belongs to the Gateway and
+    a cluster presents one; so each such Gateway gets its own copy, named after cluster and Gateway so that
+    it is stable. The copy goes into `clusters` (every cluster resolved under the same inputs): it depends
+    on nothing but the Gateway and the original cluster, so it stays valid for as long as they do, which is
+    as long as a translation may reuse the previous one's routes. Other routes are returned as they are.
+    """
+    certificate = gateway.backend_client_certificate
+    action = route.action
+    if certificate is None or not isinstance(action, ir.Forward):
+        return route
+
+    def presenting(name: str) -> str:
+        cluster = clusters.get(name)
+        if cluster is None or cluster.tls is None:
+            return name
+        copy = f"{name}/client-certificate/{gateway.key.namespace}/{gateway.key.name}"
+        if copy not in clusters:
+            tls = dataclasses.replace(cluster.tls, client_certificate=certificate)
+            clusters[copy] = dataclasses.replace(cluster, name=copy, tls=tls)
+        return copy
+
+    forward = dataclasses.replace(
+        action,
+        clusters=tuple(dataclasses.replace(wc, cluster=presenting(wc.cluster)) for wc in action.clusters),
+        mirrors=tuple(dataclasses.replace(m, cluster=presenting(m.cluster)) for m in action.mirrors),
+    )
+    return route if forward == action else dataclasses.replace(route, action=forward)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stackway.ir import model as ir
-from stackway.resources.gatewayapi import GROUP, Gateway, Listener, RouteGroupKind
+from stackway.resources.gatewayapi import GROUP, Gateway, Listener, RouteGroupKind, SecretObjectReference
 from stackway.resources.raw import ObjectKey
 from stackway.translate import conditions as c
 from stackway.translate.certs import ca_bundle, certificate_problem
@@ -22,6 +22,7 @@ R_NO_VALID_CA = "NoValidCACertificate"
 #: Gateway condition (GEP-91): frontend validation is configured to let unverified clients in.
 INSECURE_FRONTEND_VALIDATION = "InsecureFrontendValidationMode"
 R_CONFIGURATION_CHANGED = "ConfigurationChanged"
+R_INVALID_CLIENT_CERTIFICATE_REF = "InvalidClientCertificateRef"
 ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
     "HTTP": ("HTTPRoute", "GRPCRoute"),
     "HTTPS": ("HTTPRoute", "GRPCRoute"),
@@ -66,6 +67,10 @@ class GatewayView:
     addresses: tuple[str, ...]
     address_problem: str | None = None
     listeners: list[ListenerView] = field(default_factory=list)
+    #: spec.tls.backend: the client certificate for TLS backends, once its Secret resolved.
+    backend_client_certificate: ir.Certificate | None = None
+    #: Whether spec.tls.backend resolved (ok, reason, message); None when the Gateway has none.
+    backend_tls_resolved: tuple[bool, str, str] | None = None
 
     @property
     def namespace(self) -> str:
@@ -103,6 +108,7 @@ def gateways(ctx: Context, our_classes: set[str]) -> list[GatewayView]:
             continue
         view = GatewayView(ObjectKey(GROUP, "Gateway", ns, name), gw, ())
         _resolve_addresses(ctx, view)
+        _resolve_backend_client_certificate(ctx, view)
         for index, spec in enumerate(gw.spec.listeners):
             lv = ListenerView(view, spec)
             _validate_listener(ctx, lv, index)
@@ -128,6 +134,50 @@ def _resolve_addresses(ctx: Context, view: GatewayView) -> None:
             ctx.problem(view.key, fld, view.address_problem)
             break
     view.addresses = tuple(addrs) or (ctx.options.default_address,)
+
+
+def _secret_failure(ctx: Context, gateway_ns: str, ref: SecretObjectReference, bad_ref: str) -> tuple[str, str] | None:
+    """Why a Gateway may not use the TLS Secret `ref` ((reason, message); `bad_ref` is the reason for a
+    reference of the wrong kind or a missing or unusable Secret), or None when it may."""
+    ns = ref.namespace or gateway_ns
+    if ref.group != "" or ref.kind != "Secret":
+        return bad_ref, f"{ref.group}/{ref.kind} is not a supported certificate kind"
+    if not granted(
+        ctx.resources.reference_grants,
+        from_group=GROUP,
+        from_kind="Gateway",
+        from_namespace=gateway_ns,
+        to_group="",
+        to_kind="Secret",
+        to_namespace=ns,
+        to_name=ref.name,
+    ):
+        return c.R_REF_NOT_PERMITTED, f"Secret {ns}/{ref.name} is in another namespace and no ReferenceGrant allows it"
+    secret = ctx.resources.secrets.get((ns, ref.name))
+    why = "does not exist" if secret is None else certificate_problem(secret)
+    return (bad_ref, f"Secret {ns}/{ref.name}: {why}") if why is not None else None
+
+
+def _resolve_backend_client_certificate(ctx: Context, view: GatewayView) -> None:
+    """spec.tls.backend.clientCertificateRef: the certificate Envoy presents to TLS backends (those a
+    BackendTLSPolicy governs) for this Gateway's routes. A bad reference leaves the Gateway Accepted and its
+    backends served without a client certificate, and says why in the Gateway's ResolvedRefs condition."""
+    backend = view.gateway.spec.tls.backend if view.gateway.spec.tls else None
+    if backend is None or backend.client_certificate_ref is None:
+        return
+    ref = backend.client_certificate_ref
+    failure = _secret_failure(ctx, view.namespace, ref, R_INVALID_CLIENT_CERTIFICATE_REF)
+    if failure is not None:
+        view.backend_tls_resolved = (False, *failure)
+        ctx.problem(view.key, "spec.tls.backend.clientCertificateRef", failure[1])
+        return
+    ns = ref.namespace or view.namespace
+    secret = ctx.resources.secrets[(ns, ref.name)]
+    crt, key = secret.value("tls.crt"), secret.value("tls.key")
+    assert crt is not None
+    assert key is not None
+    view.backend_client_certificate = ir.Certificate(f"{ns}/{ref.name}", crt.decode(), key.decode())
+    view.backend_tls_resolved = (True, c.R_RESOLVED_REFS, "The backend client certificate is resolved")
 
 
 def _validate_listener(ctx: Context, lv: ListenerView, index: int) -> None:
@@ -177,34 +227,14 @@ def _resolve_certificates(ctx: Context, lv: ListenerView, fld: str) -> None:
     for index, ref in enumerate(tls.certificate_refs):
         rfld = f"{fld}.tls.certificateRefs[{index}]"
         ns = ref.namespace or lv.gateway.namespace
-        failure: tuple[str, str] | None = None
-        if ref.group != "" or ref.kind != "Secret":
-            failure = (c.R_INVALID_CERTIFICATE_REF, f"{ref.group}/{ref.kind} is not a supported certificate kind")
-        elif not granted(
-            ctx.resources.reference_grants,
-            from_group=GROUP,
-            from_kind="Gateway",
-            from_namespace=lv.gateway.namespace,
-            to_group="",
-            to_kind="Secret",
-            to_namespace=ns,
-            to_name=ref.name,
-        ):
-            failure = (
-                c.R_REF_NOT_PERMITTED,
-                f"Secret {ns}/{ref.name} is in another namespace and no ReferenceGrant allows it",
-            )
+        failure = _secret_failure(ctx, lv.gateway.namespace, ref, c.R_INVALID_CERTIFICATE_REF)
+        if failure is None:
+            secret = ctx.resources.secrets[(ns, ref.name)]
+            crt, key = secret.value("tls.crt"), secret.value("tls.key")
+            assert crt is not None
+            assert key is not None
+            certs.append(ir.Certificate(f"{ns}/{ref.name}", crt.decode(), key.decode()))
         else:
-            secret = ctx.resources.secrets.get((ns, ref.name))
-            why = "does not exist" if secret is None else certificate_problem(secret)
-            if why is not None:
-                failure = (c.R_INVALID_CERTIFICATE_REF, f"Secret {ns}/{ref.name}: {why}")
-            elif secret is not None:
-                crt, key = secret.value("tls.crt"), secret.value("tls.key")
-                assert crt is not None
-                assert key is not None
-                certs.append(ir.Certificate(f"{ns}/{ref.name}", crt.decode(), key.decode()))
-        if failure is not None:
             lv.resolved = (False, *failure)
             ctx.problem(lv.gateway.key, rfld, failure[1])
     lv.certificates = tuple(certs)
@@ -371,6 +401,9 @@ def gateway_status(ctx: Context, view: GatewayView) -> dict[str, Any]:
             now,
         )
     conditions = [accepted, programmed]
+    if view.backend_tls_resolved is not None:
+        ok, reason, message = view.backend_tls_resolved
+        conditions.append(c.condition(c.RESOLVED_REFS, ok, reason, message, gen, now))
     if insecure_frontend_validation(view.gateway):
         conditions.append(
             c.condition(
