@@ -203,6 +203,20 @@ class Certificate:
 
 
 @dataclass(frozen=True)
+class TLSParameters:
+    """A terminating listener's TLS settings beyond its certificates (the listener's tls.options); empty
+    fields keep Envoy's defaults, which are what a listener without options gets."""
+
+    #: Protocol versions, "1.0" to "1.3".
+    min_version: str = ""
+    max_version: str = ""
+    #: Envoy (BoringSSL) cipher names for TLS 1.0-1.2, in preference order.
+    cipher_suites: tuple[str, ...] = ()
+    #: ALPN protocols offered instead of the default ("h2", "http/1.1").
+    alpn: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class FilterChain:
     """A hostname's slice of a socket: SNI names (empty = any), certificates (empty = plaintext or TLS
     passthrough), and either HTTP routes or, for TLSRoute, the clusters the TCP stream is proxied to."""
@@ -216,6 +230,8 @@ class FilterChain:
     client_ca_pem: str = ""
     #: AllowInsecureFallback: ask for a certificate but let clients without a valid one in.
     client_cert_optional: bool = False
+    #: The listener's tls.options; None: defaults.
+    tls_parameters: TLSParameters | None = None
 
 
 @dataclass(frozen=True)

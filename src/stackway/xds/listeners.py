@@ -71,7 +71,17 @@ def _tcp_proxy(chain: ir.FilterChain, listener: ir.Listener) -> tcp_proxy_pb2.Tc
     return out
 
 
+#: tls.options' protocol versions → Envoy's.
+_TLS_VERSIONS = {
+    "1.0": common_pb2.TlsParameters.TLSv1_0,
+    "1.1": common_pb2.TlsParameters.TLSv1_1,
+    "1.2": common_pb2.TlsParameters.TLSv1_2,
+    "1.3": common_pb2.TlsParameters.TLSv1_3,
+}
+
+
 def _tls_socket(chain: ir.FilterChain) -> base_pb2.TransportSocket:
+    options = chain.tls_parameters or ir.TLSParameters()
     context = tls_pb2.DownstreamTlsContext(
         common_tls_context=tls_pb2.CommonTlsContext(
             tls_certificates=[
@@ -81,9 +91,16 @@ def _tls_socket(chain: ir.FilterChain) -> base_pb2.TransportSocket:
                 )
                 for cert in chain.certificates
             ],
-            alpn_protocols=["h2", "http/1.1"],
+            alpn_protocols=list(options.alpn) or ["h2", "http/1.1"],
         )
     )
+    if options.min_version or options.max_version or options.cipher_suites:
+        params = context.common_tls_context.tls_params  # unset (Envoy's defaults) unless an option asks
+        if options.min_version:
+            params.tls_minimum_protocol_version = _TLS_VERSIONS[options.min_version]
+        if options.max_version:
+            params.tls_maximum_protocol_version = _TLS_VERSIONS[options.max_version]
+        params.cipher_suites.extend(options.cipher_suites)
     if chain.client_ca_pem:
         validation = context.common_tls_context.validation_context
         validation.trusted_ca.inline_string = chain.client_ca_pem
@@ -115,6 +132,7 @@ def listener_signature(listener: ir.Listener) -> tuple[object, ...]:
                 chain.tcp,
                 chain.client_ca_pem,
                 chain.client_cert_optional,
+                chain.tls_parameters,
             )
             for chain in listener.filter_chains
         ),

@@ -36,6 +36,7 @@ class _Chain:
     #: True for TLS listeners (TLSRoute): the stream is proxied, not parsed as HTTP.
     tcp: bool = False
     client_validation: tuple[str, bool] | None = None
+    tls_parameters: ir.TLSParameters | None = None
 
 
 @dataclass
@@ -245,7 +246,11 @@ def _sockets(ctx: Context, views: list[GatewayView]) -> dict[tuple[str, int], _S
                 if key not in sock.chains:
                     names = (lv.spec.hostname,) if sock.protocol == "TLS" and lv.spec.hostname else ()
                     sock.chains[key] = _Chain(
-                        names, lv.certificates, tcp=lv.spec.protocol == "TLS", client_validation=lv.client_validation
+                        names,
+                        lv.certificates,
+                        tcp=lv.spec.protocol == "TLS",
+                        client_validation=lv.client_validation,
+                        tls_parameters=lv.tls_parameters,
                     )
     return sockets
 
@@ -351,7 +356,11 @@ def _tcp_chains(key: str, chain: _Chain, hosted: list[tuple[str, Book]]) -> list
         names = () if hostname == "*" else (hostname,)
         out.append(
             ir.FilterChain(
-                name=f"{key}/{hostname}", server_names=names, certificates=chain.certificates, tcp=first.clusters
+                name=f"{key}/{hostname}",
+                server_names=names,
+                certificates=chain.certificates,
+                tcp=first.clusters,
+                tls_parameters=chain.tls_parameters,
             )
         )
     return out
@@ -399,6 +408,7 @@ def _listener(
                 route_config=ir.RouteConfig(rc_name, tuple(vhosts)),
                 client_ca_pem=chain.client_validation[0] if chain.client_validation else "",
                 client_cert_optional=bool(chain.client_validation and chain.client_validation[1]),
+                tls_parameters=chain.tls_parameters,
             )
         )
     return ir.Listener(

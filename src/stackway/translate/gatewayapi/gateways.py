@@ -13,6 +13,7 @@ from stackway.resources.raw import ObjectKey
 from stackway.translate import conditions as c
 from stackway.translate.certs import ca_bundle, certificate_problem
 from stackway.translate.context import Context
+from stackway.translate.gatewayapi.tlsoptions import OptionProblem, tls_parameters
 from stackway.translate.refs import granted
 
 SUPPORTED_PROTOCOLS = ("HTTP", "HTTPS", "TLS")
@@ -45,6 +46,8 @@ class ListenerView:
     certificates: tuple[ir.Certificate, ...] = ()
     #: Frontend client-certificate validation: (CA PEM, optional) when the Gateway asks for it on this port.
     client_validation: tuple[str, bool] | None = None
+    #: tls.options of a listener that terminates TLS (None: Envoy's defaults).
+    tls_parameters: ir.TLSParameters | None = None
     accepted: tuple[bool, str, str] = (True, c.R_ACCEPTED, "Listener is accepted")
     resolved: tuple[bool, str, str] = (True, c.R_RESOLVED_REFS, "All references are resolved")
     conflicted: tuple[bool, str, str] = (False, c.R_NO_CONFLICTS, "No conflicts")
@@ -197,6 +200,26 @@ def _validate_listener(ctx: Context, lv: ListenerView, index: int) -> None:
             ctx.problem(lv.gateway.key, f"{fld}.tls", lv.accepted[2])
         elif lv.spec.tls.mode == "Terminate":
             _resolve_certificates(ctx, lv, fld)
+    if spec.tls is not None and spec.tls.options and lv.accepted[0]:
+        _resolve_tls_options(ctx, lv, fld)
+
+
+def _resolve_tls_options(ctx: Context, lv: ListenerView, fld: str) -> None:
+    """tls.options: an option that is unknown, has an invalid value or cannot apply (no TLS is terminated
+    here) leaves the listener not Accepted (UnsupportedValue), naming the option; the Gateway's other
+    listeners are not affected. Serving the listener without an option asked for, a minimum TLS version
+    say, would quietly weaken what the user configured."""
+    assert lv.spec.tls is not None
+    terminates = lv.spec.protocol == "HTTPS" or lv.spec.tls.mode == "Terminate"
+    parsed = tls_parameters(lv.spec.tls.options)
+    if not terminates and not isinstance(parsed, OptionProblem):
+        key = sorted(lv.spec.tls.options)[0]
+        parsed = OptionProblem(key, f"tls.options: {key} needs a listener that terminates TLS")
+    if isinstance(parsed, OptionProblem):
+        lv.accepted = (False, c.R_UNSUPPORTED_VALUE, parsed.message)
+        ctx.problem(lv.gateway.key, f"{fld}.tls.options[{parsed.key}]", parsed.message)
+        return
+    lv.tls_parameters = parsed
 
 
 def _resolve_route_kinds(ctx: Context, lv: ListenerView, fld: str) -> None:
