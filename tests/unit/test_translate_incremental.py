@@ -133,13 +133,38 @@ def step(rng: random.Random, world: World, n: int) -> None:
         doc = copy.deepcopy(rng.choice(routes))
         doc["spec"]["rules"] = "not a list"  # invalid: served as its last good version, or reported
         world.put(doc)
-    elif choice < 0.95:
+    elif choice < 0.93:
         others = world.docs("Service", "Gateway")
         if others:
             doc = copy.deepcopy(rng.choice(others))
             doc.setdefault("metadata", {}).setdefault("labels", {})["touched"] = str(n)
             world.put(doc)
+    elif choice < 0.99:
+        services = world.docs("Service")
+        if services:
+            world.put(endpoint_slice(rng, rng.choice(services), n))
     # else: nothing changed at all
+
+
+def endpoint_slice(rng: random.Random, service: dict[str, Any], n: int) -> dict[str, Any]:
+    """A slice for the Service (new, or replacing one of its two), with 0 to 2 ready endpoints."""
+    meta = service["metadata"]
+    ports = [
+        {"port": 9000 + n % 5, **({"name": p["name"]} if isinstance(p, dict) and "name" in p else {})}
+        for p in (service.get("spec") or {}).get("ports") or []
+    ]
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{meta['name']}-{rng.randrange(2)}",
+            "namespace": meta.get("namespace", "default"),
+            "labels": {"kubernetes.io/service-name": meta["name"]},
+        },
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": [{"addresses": [f"10.9.{n % 250}.{i}"]} for i in range(rng.randint(0, 2))],
+    }
 
 
 @pytest.mark.parametrize("case", GOLDENS, ids=[c.name.removesuffix(".in.yaml") for c in GOLDENS])

@@ -15,7 +15,7 @@ one leaves the others' labels, and with them their outcomes, as they were.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -34,7 +34,7 @@ from stackway.resources.raw import ObjectKey
 from stackway.translate import conditions as c
 from stackway.translate.conditions import Problem
 from stackway.translate.context import Context
-from stackway.translate.gatewayapi.backends import BackendFailure, resolve_backend
+from stackway.translate.gatewayapi.backends import BackendFailure, refresh_endpoints, resolve_backend
 from stackway.translate.gatewayapi.gateways import GatewayView, ListenerView
 from stackway.translate.hostnames import effective_hostnames
 
@@ -123,9 +123,17 @@ def precedence(path: ir.PathMatch, method: str | None, headers: int, query_param
 
 
 class RouteTranslator:
-    def __init__(self, ctx: Context, gateways: list[GatewayView], previous: RouteMemo | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        gateways: list[GatewayView],
+        previous: RouteMemo | None = None,
+        stale_endpoints: Collection[NsName] = (),
+    ) -> None:
         """`previous` may only come from a translation whose inputs differ from these in routes alone (the
-        caller checks): its outcomes are then still what translating those routes would give."""
+        caller checks), or in the EndpointSlices of the Services `stale_endpoints` names: its outcomes are
+        then still what translating those routes would give, and those Services' clusters get their
+        endpoints read again."""
         self.ctx = ctx
         self.gateways = {(g.key.namespace, g.key.name): g for g in gateways}
         self.listeners: dict[ListenerId, ListenerView] = {
@@ -138,9 +146,22 @@ class RouteTranslator:
         #: Clusters by name: every one resolved under the same inputs (a superset of those in use).
         self.clusters: dict[str, ir.Cluster] = dict(previous.clusters) if previous else {}
         self._backends: dict[BackendKey, ir.Cluster | BackendFailure] = dict(previous.backends) if previous else {}
+        if stale_endpoints:
+            self._refresh_endpoints(set(stale_endpoints))
         self.resolved: tuple[bool, str, str] = (True, c.R_RESOLVED_REFS, "")
         self.changes = Changes(full=True)
         self._memo: RouteMemo | None = None
+
+    def _refresh_endpoints(self, services: set[NsName]) -> None:
+        fresh = {
+            name: refresh_endpoints(self.ctx, cluster)
+            for name, cluster in self.clusters.items()
+            if cluster.service is not None and cluster.service[:2] in services
+        }
+        self.clusters.update(fresh)
+        for key, result in self._backends.items():
+            if isinstance(result, ir.Cluster) and result.name in fresh:
+                self._backends[key] = fresh[result.name]
 
     # ---- every route, or only those that changed -----------------------------------------------------------
     def translate_all(self) -> None:

@@ -25,8 +25,10 @@ from stackway.translate.gatewayapi.routes import Placed, RouteMemo, RouteTransla
 from stackway.translate.ingress import translate_ingresses
 
 #: Inputs a route's translation does not read, or that are reported afresh every time: a change to these
-#: alone keeps the previous translation's work usable.
-_NOT_WORLD = frozenset({"http_routes", "grpc_routes", "tls_routes", "invalid", "sources"})
+#: alone keeps the previous translation's work usable. EndpointSlices decide nothing but the endpoints of
+#: clusters, which are refreshed for the Services whose slices changed (in cluster mode they change all
+#: the time: were they part of the world, hardly any route edit would be translated incrementally).
+_NOT_WORLD = frozenset({"http_routes", "grpc_routes", "tls_routes", "invalid", "sources", "endpoint_slices"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class GatewayApiMemo:
     world: tuple[Any, ...]
     routes: RouteMemo
     assembly: AssemblyMemo
+    endpoint_slices: Mapping[tuple[str, str], Any]
 
 
 def translate_gateway_api(ctx: Context, previous: GatewayApiMemo | None = None) -> tuple[ir.IR, GatewayApiMemo]:
@@ -47,7 +50,9 @@ def translate_gateway_api(ctx: Context, previous: GatewayApiMemo | None = None) 
     # Policies are checked before any route, so their problems come first however many routes are
     # translated this time (the check would otherwise happen at the first backend resolved).
     backend_tls(ctx)
-    routes = RouteTranslator(ctx, views, previous.routes if previous is not None else None)
+    slices = ctx.resources.endpoint_slices
+    stale = _changed_keys(previous.endpoint_slices, slices) if previous is not None else set()
+    routes = RouteTranslator(ctx, views, previous.routes if previous is not None else None, stale)
     routes.translate_all()
     for view in views:
         ctx.statuses[view.key] = gateway_status(ctx, view)
@@ -57,7 +62,14 @@ def translate_gateway_api(ctx: Context, previous: GatewayApiMemo | None = None) 
     clusters = tuple(routes.clusters[name] for name in sorted(used))
     placed = _all_placed(routes) if backend_tls(ctx).policies else []
     _backend_tls_status(ctx, placed, routes.clusters)
-    return ir.IR(listeners=listeners, clusters=clusters), GatewayApiMemo(world, routes.finish(), assembly)
+    memo = GatewayApiMemo(world, routes.finish(), assembly, slices)
+    return ir.IR(listeners=listeners, clusters=clusters), memo
+
+
+def _changed_keys(before: Mapping[tuple[str, str], Any], now: Mapping[tuple[str, str], Any]) -> set[tuple[str, str]]:
+    if before is now:
+        return set()
+    return {key for key in before.keys() | now.keys() if before.get(key) != now.get(key)}
 
 
 def _all_placed(routes: RouteTranslator) -> list[Placed]:
