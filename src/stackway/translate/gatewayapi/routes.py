@@ -7,9 +7,10 @@ Each route's translation is an `Outcome`: everything it contributes (status, pro
 IR routes). An outcome depends on the route and on the rest of the world (Gateways, Services, grants,
 options; not on endpoints, which only fill clusters), never on other routes; so while the rest of the world
 is unchanged, a translation reuses the previous outcome of every route that is the same object as before
-and translates only the others (`RouteMemo`). The one link between routes is their age (creation order), which breaks precedence ties: it
-is a label that keeps the order of creation, kept per route, so that deleting a route or adding a newer
-one leaves the others' labels, and with them their outcomes, as they were.
+and translates only the others (`RouteMemo`). The one link between routes is their age (creation order),
+which breaks precedence ties: it is a label that keeps the order of creation, kept per route, so that
+deleting a route or adding a newer one leaves the others' labels, and with them their outcomes, as they
+were.
 """
 
 from __future__ import annotations
