@@ -6,15 +6,13 @@ also writes them to the Services (see ``servicestatus.py``).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from stackway.openstack.loadbalancer.actuator import Actuator
 from stackway.openstack.loadbalancer.config import LBConfig
 from stackway.openstack.loadbalancer.controller import LBStatus, LoadBalancerController, ServiceKey
-from stackway.resources.catalog import parse
-from stackway.resources.core import Node, Service
+from stackway.openstack.loadbalancer.plan import select
 from stackway.resources.raw import ObjectKey, RawObject
 
 CONDITION = "LoadBalancerReady"
@@ -46,12 +44,10 @@ def service_status(status: LBStatus) -> dict[str, Any]:
 
 
 class LoadBalancerBridge:
-    def __init__(
-        self, controller: LoadBalancerController, on_status: Callable[[ServiceKey, LBStatus], None] | None = None
-    ) -> None:
+    def __init__(self, controller: LoadBalancerController) -> None:
         self.controller = controller
-        self._listeners: list[Callable[[ServiceKey, LBStatus], None]] = [on_status] if on_status else []
-        self._lock = threading.Lock()
+        self._listeners: list[Callable[[ServiceKey, LBStatus], None]] = []
+        controller.on_status = self.notify
         #: Acting is for one replica only (the leader in a cluster): a passive bridge keeps the latest objects
         #: and hands them over when activated.
         self.active = True
@@ -78,17 +74,8 @@ class LoadBalancerBridge:
         self._latest = objects
         if not self.active:
             return
-        services: list[Service] = []
-        nodes: list[Node] = []
-        for key, raw in objects.items():
-            if key.group != "" or key.kind not in ("Service", "Node"):
-                continue
-            model = parse(raw)
-            if isinstance(model, Service):
-                services.append(model)
-            elif isinstance(model, Node):
-                nodes.append(model)
-        self.controller.update(services, nodes)
+        inputs = select(objects.values())
+        self.controller.update(inputs.services, inputs.nodes)
 
     def status_document(self) -> list[dict[str, Any]]:
         """Entries for /api/status, shaped like the other objects there."""
@@ -116,6 +103,4 @@ def connect_bridge(cloud: str | None, config: LBConfig, *, workers: int = 8) -> 
 
     conn = connect(cloud)
     actuator = Actuator(OctaviaClient(conn.load_balancer), NeutronClient(conn.network))
-    bridge = LoadBalancerBridge(LoadBalancerController(actuator, config, workers=workers))
-    bridge.controller.on_status = bridge.notify
-    return bridge
+    return LoadBalancerBridge(LoadBalancerController(actuator, config, workers=workers))

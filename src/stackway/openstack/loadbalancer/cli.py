@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,10 +25,8 @@ from stackway.openstack.loadbalancer.config import LBConfig
 from stackway.openstack.loadbalancer.controller import LBStatus, LoadBalancerController
 from stackway.openstack.loadbalancer.diff import steps
 from stackway.openstack.loadbalancer.orphans import collect, find_orphans
-from stackway.openstack.loadbalancer.plan import plan, wants_load_balancer
+from stackway.openstack.loadbalancer.plan import Inputs, plan, select, wants_load_balancer
 from stackway.providers.files import load_directory
-from stackway.resources.catalog import parse
-from stackway.resources.core import Node, Service
 
 lb_app = typer.Typer(
     help=(
@@ -82,29 +79,15 @@ Serial = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class Inputs:
-    services: list[Service]
-    nodes: list[Node]
-
-
 def read_inputs(directory: Path) -> Inputs:
-    """Services and Nodes of a manifest directory; a file that does not parse is an error, not skipped."""
+    """Services and Nodes of a manifest directory; a file or object that does not parse is reported."""
     result = load_directory(directory)
     for problem in result.problems:
         err.print(f"[red]{problem}[/red]")
-    services, nodes = [], []
-    for raw in result.objects.values():
-        if raw.key.group != "" or raw.key.kind not in ("Service", "Node"):
-            continue
-        model = parse(raw)
-        if isinstance(model, Service):
-            services.append(model)
-        elif isinstance(model, Node):
-            nodes.append(model)
-        else:
-            err.print(f"[red]{raw.key.kind} {raw.key.namespace}/{raw.key.name}: {model}[/red]")
-    return Inputs(services, nodes)
+    inputs = select(result.objects.values())
+    for line in inputs.invalid:
+        err.print(f"[red]{line}[/red]")
+    return inputs
 
 
 def make_actuator(cloud: str | None, **kwargs: object) -> Actuator:
@@ -232,8 +215,7 @@ def apply_command(
                 live.update(_table(statuses, progress, started))
             live.update(_table(statuses, progress, started))
         if gc:
-            live_services = {(s.metadata.namespace, s.metadata.name) for s in inputs.services if wants_load_balancer(s)}
-            for orphan in collect(actuator, cluster_name, live_services, dry_run=False):
+            for orphan in collect(actuator, cluster_name, inputs.live, dry_run=False):
                 out.print(f"deleted orphan {orphan.name} ({orphan.namespace}/{orphan.service} is gone)")
     finally:
         controller.close()
@@ -244,8 +226,7 @@ def apply_command(
 @lb_app.command("list")
 def list_command(directory: DirArg, cloud: Cloud = None, cluster_name: Cluster = "kubernetes") -> None:
     """This cluster's Octavia LBs, the Service each belongs to, and whether that Service still exists."""
-    inputs = read_inputs(directory)
-    live = {(s.metadata.namespace, s.metadata.name) for s in inputs.services if wants_load_balancer(s)}
+    live = read_inputs(directory).live
     actuator = make_actuator(cloud)
     table = Table()
     for column in ("Service", "load balancer", "id", "state", "operating", "VIP", "floating IP"):
@@ -277,8 +258,7 @@ def gc_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be deleted.")] = False,
 ) -> None:
     """Delete this cluster's LBs (tagged and named as stackway/OCCM make them) whose Service is gone."""
-    inputs = read_inputs(directory)
-    live = {(s.metadata.namespace, s.metadata.name) for s in inputs.services if wants_load_balancer(s)}
+    live = read_inputs(directory).live
     actuator = make_actuator(cloud)
     if dry_run:
         orphans = find_orphans(actuator.octavia, cluster_name, live)

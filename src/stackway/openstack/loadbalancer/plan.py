@@ -7,7 +7,7 @@ load balancers: the same names, one listener + pool per Service port, members on
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stackway.openstack.loadbalancer import annotations as ann
 from stackway.openstack.loadbalancer import names
@@ -20,7 +20,9 @@ from stackway.openstack.loadbalancer.spec import (
     MonitorSpec,
     PoolSpec,
 )
+from stackway.resources.catalog import parse
 from stackway.resources.core import Node, Service
+from stackway.resources.raw import RawObject
 
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
@@ -37,6 +39,37 @@ class Plan:
 def wants_load_balancer(service: Service) -> bool:
     """Ours when type LoadBalancer and no other implementation is named by ``spec.loadBalancerClass``."""
     return service.spec.type == "LoadBalancer" and service.spec.load_balancer_class is None
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the load-balancer controller reads from a set of objects: valid Services and Nodes, and a line
+    for every Service or Node that does not validate (it is left out, never guessed at)."""
+
+    services: list[Service] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+
+    @property
+    def live(self) -> set[tuple[str, str]]:
+        """(namespace, name) of every Service that wants a load balancer: what orphan collection keeps."""
+        return {(s.metadata.namespace, s.metadata.name) for s in self.services if wants_load_balancer(s)}
+
+
+def select(objects: Iterable[RawObject]) -> Inputs:
+    """The Services and Nodes among ``objects`` (a provider's picture or a manifest directory), typed."""
+    inputs = Inputs()
+    for raw in objects:
+        if raw.key.group != "" or raw.key.kind not in ("Service", "Node"):
+            continue
+        model = parse(raw)
+        if isinstance(model, Service):
+            inputs.services.append(model)
+        elif isinstance(model, Node):
+            inputs.nodes.append(model)
+        else:
+            inputs.invalid.append(f"{raw.key.kind} {raw.key.namespace}/{raw.key.name}: {model}")
+    return inputs
 
 
 def member_nodes(nodes: Iterable[Node], selector: dict[str, str]) -> list[Node]:
