@@ -29,6 +29,8 @@ log = structlog.get_logger("stackway.loadbalancer")
 
 ServiceKey = tuple[str, str]
 FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
+#: States in which a Service goes on showing its previous LB and address.
+KEEPS_ADDRESS = frozenset({"Pending", "Deleting", "Invalid"})
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class LoadBalancerController:
             message = "; ".join(str(p) for p in result.problems)
             if entry.status is None or entry.status.message != message:
                 log.warning("load balancer left as it was", service="/".join(key), problems=message)
-            self._set(key, entry, LBStatus("Invalid", lb, *self._kept_address(entry), message=message))
+            self.on_status(key, self._record(entry, LBStatus("Invalid", lb, message=message)))
             return
         entry.floating = result.spec.floating_ip
         if result.spec == entry.spec:
@@ -150,7 +152,7 @@ class LoadBalancerController:
                     self.actuator.delete(lb, floating, None)
                     status = LBStatus("Deleted", lb, seconds=time.monotonic() - started)
                 elif spec is not None:
-                    self._publish(key, LBStatus("Pending", lb, *self._kept_address(entry), warnings=spec.warnings))
+                    self._publish(key, LBStatus("Pending", lb, warnings=spec.warnings))
                     result = self.actuator.ensure(spec)
                     hostname = spec.hostname
                     status = LBStatus(
@@ -205,23 +207,21 @@ class LoadBalancerController:
         entry.retry.daemon = True
         entry.retry.start()
 
-    def _kept_address(self, entry: _Entry) -> tuple[str | None, str | None]:
-        """While work is pending the Service keeps showing the address it had."""
+    def _record(self, entry: _Entry, status: LBStatus) -> LBStatus:
+        """Store ``status`` as the entry's (lock held). While work is pending, being deleted or blocked by a
+        bad annotation, the Service keeps showing the LB and address it had: traffic to it still works."""
         previous = entry.status
-        return (previous.lb_id, previous.ingress_ip) if previous else (None, None)
-
-    def _set(self, key: ServiceKey, entry: _Entry, status: LBStatus) -> None:
+        if previous is not None and status.state in KEEPS_ADDRESS and not status.lb_id:
+            status = replace(status, lb_id=previous.lb_id, ingress_ip=previous.ingress_ip)
         entry.status = status
-        self.on_status(key, status)
+        self._count_states()
+        return status
 
     def _publish(self, key: ServiceKey, status: LBStatus) -> None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
-                if entry.status is not None and status.state in ("Pending", "Deleting") and not status.lb_id:
-                    status = replace(status, lb_id=entry.status.lb_id, ingress_ip=entry.status.ingress_ip)
-                entry.status = status
-            self._count_states()
+                status = self._record(entry, status)
         self.on_status(key, status)
 
     # ---- output ------------------------------------------------------------------------------------
