@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
-
-from stackway.openstack.clients.errors import OpenStackError
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -30,25 +24,3 @@ class Backoff:
         while True:
             yield delay * (1 - self.jitter * random.random())
             delay = min(delay * self.factor, self.cap)
-
-
-def retrying(
-    fn: Callable[[], T],
-    *,
-    deadline: float,
-    backoff: Backoff | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    on_retry: Callable[[OpenStackError, float], None] | None = None,
-) -> T:
-    """Call ``fn`` until it succeeds, a non-retryable error happens, or ``deadline`` seconds have passed."""
-    start = time.monotonic()
-    for delay in (backoff or Backoff()).delays():
-        try:
-            return fn()
-        except OpenStackError as err:
-            if not err.retryable or time.monotonic() - start + delay > deadline:
-                raise
-            if on_retry is not None:
-                on_retry(err, delay)
-            sleep(delay)
-    raise AssertionError("unreachable")
