@@ -74,9 +74,11 @@ class ControlService:
 
     async def on_change(self, state: Any) -> None:
         """A provider's new state: translate, publish if it changed, log problems as they come and go."""
-        if self.load_balancers is not None:
-            self.load_balancers.on_objects(state.objects)  # returns at once: the controller works on threads
         result = self.control.update(state.objects, state.problems, changed=state.changed, base=state.base)
+        if self.load_balancers is not None:
+            # The store's typed objects: parsed once, and an invalid edit keeps its last good version (so
+            # it never reads as a deleted Service). Returns at once: the controller works on threads.
+            self.load_balancers.on_resources(self.control.resources)
         self._log_problems()
         if result.snapshot is not None and result.changed:
             await self.cache.set(result.snapshot)

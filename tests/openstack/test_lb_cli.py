@@ -71,6 +71,12 @@ def test_operator_workflow(testbed: OpenStackTestbed, tmp_path: Path, monkeypatc
     assert "TCP/443" in show.output
     assert "member worker-1 10.0.0.51:30443" in show.output
 
+    # A manifest that stops validating is reported, and its LB is not taken for an orphan.
+    write(manifests, [service_body("shop", ports=[{"port": "https"}]), node_body("worker-1", "10.0.0.51")])
+    dry = runner.invoke(app, ["lb", "gc", str(manifests), *common, "--dry-run"])
+    assert "no orphaned load balancers" in dry.output
+    assert "Service default/shop" in dry.output
+
     # The Service leaves the manifests: gc --dry-run lists it, gc deletes it.
     write(manifests, [node_body("worker-1", "10.0.0.51")])
     dry = runner.invoke(app, ["lb", "gc", str(manifests), *common, "--dry-run"])

@@ -117,6 +117,23 @@ async def test_up_with_os_cloud(testbed: OpenStackTestbed, tmp_path: Path) -> No
         assert ann.LB_METHOD in status["status"]["conditions"][0]["message"]
         assert status["status"]["loadBalancer"]["ingress"] == [ingress]
 
+        # A Service that no longer validates is a problem, not a deleted Service: its last good version
+        # stays, and so do its LB and address.
+        broken = service_body("web", ports=[{"port": "eighty", "nodePort": 30080}])
+        write(manifests / "app.yaml", [broken, *nodes])
+
+        async def reported() -> bool:
+            async with aiohttp.ClientSession() as session, session.get(f"{url}/api/status") as response:
+                problems = (await response.json())["problems"]
+            return any("spec.ports[0].port" in str(p.get("field")) for p in problems)
+
+        await until(reported)
+        await asyncio.sleep(2)  # time enough for a wrongful delete to start
+        assert act.find(lb_name) is not None
+        status = await service_status(url, "web")
+        assert status is not None
+        assert status["status"]["loadBalancer"]["ingress"] == [ingress]
+
         # The file goes: the LB, its floating IP and its VIP port go.
         (manifests / "app.yaml").unlink()
 

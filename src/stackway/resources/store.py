@@ -41,6 +41,8 @@ class Resources:
     reference_grants: Mapping[NsName, gatewayapi.ReferenceGrant] = field(default_factory=dict)
     ingresses: Mapping[NsName, networking.Ingress] = field(default_factory=dict)
     ingress_classes: Mapping[str, networking.IngressClass] = field(default_factory=dict)
+    #: Load-balancer members (read by the OpenStack controllers, not the translator).
+    nodes: Mapping[str, core.Node] = field(default_factory=dict)
     #: Objects that never parsed (no last good version), so they can still get a status condition.
     invalid: Mapping[ObjectKey, InvalidObject] = field(default_factory=dict)
     sources: Mapping[ObjectKey, Source] = field(default_factory=dict)
@@ -87,6 +89,7 @@ _MAPS = (
     "reference_grants",
     "ingresses",
     "ingress_classes",
+    "nodes",
 )
 
 
@@ -126,6 +129,8 @@ def _slot(key: ObjectKey, obj: BaseModel) -> tuple[str, Any] | None:
             return "ingresses", nsname
         case networking.IngressClass():
             return "ingress_classes", key.name
+        case core.Node():
+            return "nodes", key.name
     return None
 
 

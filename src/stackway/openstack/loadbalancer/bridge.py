@@ -6,14 +6,13 @@ also writes them to the Services (see ``servicestatus.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from stackway.openstack.loadbalancer.actuator import Actuator
 from stackway.openstack.loadbalancer.config import LBConfig
 from stackway.openstack.loadbalancer.controller import LBStatus, LoadBalancerController, ServiceKey
-from stackway.openstack.loadbalancer.plan import select
-from stackway.resources.raw import ObjectKey, RawObject
+from stackway.resources.store import Resources
 
 CONDITION = "LoadBalancerReady"
 
@@ -51,7 +50,7 @@ class LoadBalancerBridge:
         #: Acting is for one replica only (the leader in a cluster): a passive bridge keeps the latest objects
         #: and hands them over when activated.
         self.active = True
-        self._latest: Mapping[ObjectKey, RawObject] | None = None
+        self._latest: Resources | None = None
 
     def add_listener(self, listener: Callable[[ServiceKey, LBStatus], None]) -> None:
         self._listeners.append(listener)
@@ -64,18 +63,16 @@ class LoadBalancerBridge:
     def activate(self) -> None:
         self.active = True
         if self._latest is not None:
-            self.on_objects(self._latest)
+            self.on_resources(self._latest)
 
     def deactivate(self) -> None:
         self.active = False
 
-    def on_objects(self, objects: Mapping[ObjectKey, RawObject]) -> None:
-        """A provider's full picture; only Services and Nodes matter here, and only valid ones are used."""
-        self._latest = objects
-        if not self.active:
-            return
-        inputs = select(objects.values())
-        self.controller.update(inputs.services, inputs.nodes)
+    def on_resources(self, resources: Resources) -> None:
+        """The control plane's typed view after a change; only Services and Nodes matter here."""
+        self._latest = resources
+        if self.active:
+            self.controller.update(resources.services.values(), resources.nodes.values())
 
     def status_document(self) -> list[dict[str, Any]]:
         """Entries for /api/status, shaped like the other objects there."""

@@ -85,7 +85,7 @@ def read_inputs(directory: Path) -> Inputs:
     for problem in result.problems:
         err.print(f"[red]{problem}[/red]")
     inputs = select(result.objects.values())
-    for line in inputs.invalid:
+    for _key, line in inputs.invalid:
         err.print(f"[red]{line}[/red]")
     return inputs
 

@@ -22,7 +22,7 @@ from stackway.openstack.loadbalancer.spec import (
 )
 from stackway.resources.catalog import parse
 from stackway.resources.core import Node, Service
-from stackway.resources.raw import RawObject
+from stackway.resources.raw import ObjectKey, RawObject
 
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
@@ -48,12 +48,14 @@ class Inputs:
 
     services: list[Service] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
-    invalid: list[str] = field(default_factory=list)
+    invalid: list[tuple[ObjectKey, str]] = field(default_factory=list)
 
     @property
     def live(self) -> set[tuple[str, str]]:
-        """(namespace, name) of every Service that wants a load balancer: what orphan collection keeps."""
-        return {(s.metadata.namespace, s.metadata.name) for s in self.services if wants_load_balancer(s)}
+        """(namespace, name) of every Service whose LB orphan collection must keep: those that want one, and
+        those that do not validate (a broken manifest is not a deleted Service)."""
+        broken = {(key.namespace, key.name) for key, _ in self.invalid if key.kind == "Service"}
+        return broken | {(s.metadata.namespace, s.metadata.name) for s in self.services if wants_load_balancer(s)}
 
 
 def select(objects: Iterable[RawObject]) -> Inputs:
@@ -68,7 +70,7 @@ def select(objects: Iterable[RawObject]) -> Inputs:
         elif isinstance(model, Node):
             inputs.nodes.append(model)
         else:
-            inputs.invalid.append(f"{raw.key.kind} {raw.key.namespace}/{raw.key.name}: {model}")
+            inputs.invalid.append((raw.key, f"{raw.key.kind} {raw.key.namespace}/{raw.key.name}: {model}"))
     return inputs
 
 
