@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from tests.fakes.kube_apiserver import FakeKubeApiServer
+from tests.integration.xds_fixtures import free_port
 
 from stackway.cluster import ClusterConfig, ClusterService
 from stackway.dataplane.envoy import EnvoyProcess
@@ -21,12 +21,6 @@ from stackway.demo.echo import start_echo
 from stackway.demo.manifests import gateway, gateway_class, http_route, service_with_endpoints
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(60)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def objects(listen_port: int, backends: dict[str, int], route_to: str) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import ssl
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from tests.integration.xds_fixtures import free_port
 
 from stackway.demo.echo import EchoServer, start_echo
 from stackway.demo.manifests import gateway, gateway_class, http_route, service_with_endpoints
@@ -26,12 +26,6 @@ from stackway.xds_server import SnapshotCache, XdsServer
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(90)]
 MODES = [pytest.param(False, id="sotw"), pytest.param(True, id="delta")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def manifests(listen_port: int, backends: dict[str, int], route_to: str, **backend_ref: Any) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
-import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 from prometheus_client import REGISTRY
 from tests.fakes.kube_apiserver import FakeKubeApiServer
+from tests.integration.xds_fixtures import free_port
 
 from stackway.cluster import ClusterConfig, ClusterService
 from stackway.providers.kubernetes import KubeApi
@@ -326,12 +326,6 @@ async def test_runs_again_after_stop_and_resyncs(api: FakeKubeApiServer, client:
     await settle(writer)
     await writer.stop()
     assert live_status(api, "r1") == base_statuses()[rkey("r1")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def observed(api: FakeKubeApiServer, generation: int, limit: float = 5.0) -> dict[str, Any]:

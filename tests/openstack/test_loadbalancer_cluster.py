@@ -5,7 +5,6 @@ Service waits for its LB to go before it disappears."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,16 +18,11 @@ from stackway.openstack.loadbalancer import annotations as ann
 from stackway.openstack.loadbalancer.controller import FINALIZER
 from tests.fakes.kube_apiserver import FakeKubeApiServer
 from tests.fakes.kube_semantics import ApiError
+from tests.integration.xds_fixtures import free_port
 from tests.openstack.conftest import OpenStackTestbed
 from tests.openstack.lbkit import actuator, cloud_ids, leaks, node_body, service_body, unique_cluster
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(check: Callable[[], Any], within: float = 90.0) -> Any:

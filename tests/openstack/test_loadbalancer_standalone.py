@@ -4,7 +4,6 @@ their statuses appear in /api/status, file edits follow through, and deleting th
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,16 +15,11 @@ import yaml
 
 from stackway.openstack.loadbalancer import annotations as ann
 from stackway.standalone import Standalone, StandaloneConfig
+from tests.integration.xds_fixtures import free_port
 from tests.openstack.conftest import OpenStackTestbed
 from tests.openstack.lbkit import actuator, cloud_ids, leaks, node_body, service_body, unique_cluster
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(240)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write(path: Path, docs: list[dict[str, Any]]) -> None:
