@@ -37,6 +37,16 @@ def test_plan_offline_names_bad_annotations(tmp_path: Path) -> None:
     assert f"{ann.LB_METHOD}: 'FASTEST' is not one of" in result.output
 
 
+def test_unknown_cloud_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "clouds.yaml"))
+    (tmp_path / "clouds.yaml").write_text("clouds: {}\n")
+    manifests = write(tmp_path / "m", [service_body("good", ports=[{"port": 80, "nodePort": 30080}])])
+    result = runner.invoke(app, ["lb", "list", str(manifests), "--os-cloud", "nowhere"])
+    assert result.exit_code == 2
+    assert "cannot use cloud nowhere" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_operator_workflow(testbed: OpenStackTestbed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     testbed.require("octavia", "neutron")
     cloud = cloud_ids(testbed)
@@ -65,6 +75,10 @@ def test_operator_workflow(testbed: OpenStackTestbed, tmp_path: Path, monkeypatc
     assert listing.exit_code == 0, listing.output
     assert "default/shop" in listing.output
     assert "ACTIVE" in listing.output
+
+    missing = runner.invoke(app, ["lb", "show", "default/nothing", *common])
+    assert missing.exit_code == 1
+    assert f"no load balancer kube_service_{cluster}_default_nothing" in missing.output
 
     show = runner.invoke(app, ["lb", "show", "default/shop", *common, "--wait"])
     assert show.exit_code == 0, show.output
